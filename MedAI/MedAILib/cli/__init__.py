@@ -1,0 +1,79 @@
+"""The ``medai`` command line. Each subcommand is a module here exposing ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+from ..errors import MedAIError
+
+# Modules under MedAILib.cli that add a subcommand (order = order in --help).
+SUBCOMMANDS = [
+    "info",
+    "models",
+    "segment",
+    "classify",
+    "synthesize",
+    "register",
+    "fuse",
+    "evaluate",
+    "train",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medai",
+        description="MedAI: deep learning for medical images (segmentation, classification, "
+        "modality conversion, fusion) from the shell, with the same engine as the Slicer modules.",
+    )
+    parser.add_argument("--version", action="version", version=f"medai {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue  # subcommand not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="medai: %(levelname)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MedAIError as e:
+        if args.debug:
+            raise
+        print(f"medai: error: {e.message}" + (f" — what to do: {e.hint}" if e.hint else ""), file=sys.stderr)
+        if getattr(args, "progress", None) == "json":
+            from ..progress import emit_json
+
+            emit_json(event="error", message=e.message, hint=e.hint)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("medai: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # unexpected: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"medai: internal error: {type(e).__name__}: {e} — what to do: run again with --debug "
+              "and report the output", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared pytest fixtures: real data location, small synthetic volumes with awkward geometry."""
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "MedAI"))  # the engine, even without `pip install -e .`
+
+try:  # keep test runs polite on 2-core machines
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
+from MedAILib.data import data_dir as _data_dir  # noqa: E402
+from MedAILib.volume import Volume  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real-image folder (MEDAI_DATA_DIR); tests needing it skip when it is absent."""
+    d = _data_dir()
+    if not d.is_dir():
+        pytest.skip(f"real test data not found at {d}: set MEDAI_DATA_DIR to the shared data folder")
+    return d
+
+
+def oblique_ijk_to_ras(spacing=(0.7, 1.3, 2.9), angles=(0.3, -0.2, 0.5), flip=(True, False, True),
+                       origin=(-12.5, 33.0, 7.25)) -> np.ndarray:
+    """An oblique, anisotropic, axis-flipped IJK->RAS matrix (the awkward case for I/O bugs)."""
+    ax, ay, az = angles
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    r = rz @ ry @ rx
+    r = r @ np.diag([-1.0 if f else 1.0 for f in flip])
+    m = np.eye(4)
+    m[:3, :3] = r @ np.diag(spacing)
+    m[:3, 3] = origin
+    return m
+
+
+@pytest.fixture
+def oblique_volume() -> Volume:
+    rng = np.random.default_rng(0)
+    arr = rng.normal(100, 20, size=(9, 11, 13)).astype(np.float32)  # K, J, I all different
+    arr[2, 3, 4] = 1000.0  # a marked voxel at I=4, J=3, K=2
+    return Volume(arr, oblique_ijk_to_ras())
+
+
+@pytest.fixture(scope="session")
+def medai_env():
+    """Environment for running the `medai` CLI in a subprocess from the tests."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "MedAI") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
