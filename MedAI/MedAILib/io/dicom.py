@@ -13,7 +13,7 @@ from .images import from_sitk
 
 # Tags shown to a person. Patient name/ID are deliberately not read: they must never reach logs.
 _TAGS = {"0020|000e": "series_instance_uid", "0008|0060": "modality", "0008|103e": "description", "0020|0011": "series_number",
-         "0008|0021": "series_date", "0002|0010": "transfer_syntax"}
+         "0008|0021": "series_date"}
 
 
 @dataclasses.dataclass
@@ -26,10 +26,29 @@ class DicomSeries:
     series_number: str = ""
     series_date: str = ""
     transfer_syntax: str = ""
+    rows: int = 0
+    columns: int = 0
 
     @property
     def n_files(self) -> int:
         return len(self.files)
+
+    @property
+    def n_voxels(self) -> int:
+        """Voxels in the series (rows x columns x files); "largest" means this, not the file count,
+        so a 40-slice scout or crop does not win over a 22-slice full-resolution series."""
+        return max(self.rows, 1) * max(self.columns, 1) * self.n_files
+
+
+def _transfer_syntax(filename: str) -> str:
+    """TransferSyntaxUID from the file meta header (SimpleITK does not expose group 0002)."""
+    try:
+        import pydicom
+
+        meta = pydicom.filereader.read_file_meta_info(filename)
+        return str(meta.get("TransferSyntaxUID", ""))
+    except Exception:  # not fatal: the field is informative only
+        return ""
 
 
 def _describe(uid: str, folder: Path, files: list) -> DicomSeries:
@@ -41,8 +60,11 @@ def _describe(uid: str, folder: Path, files: list) -> DicomSeries:
         for tag, key in _TAGS.items():
             if reader.HasMetaDataKey(tag):
                 info[key] = reader.GetMetaData(tag).strip()
+        size = reader.GetSize()
+        info["columns"], info["rows"] = int(size[0]), int(size[1])
     except RuntimeError:
         pass
+    info["transfer_syntax"] = _transfer_syntax(files[0])
     # GDCM's series id is normally the SeriesInstanceUID; fall back to the tag when it is empty.
     uid = uid or info.get("series_instance_uid", "")
     info.pop("series_instance_uid", None)
@@ -50,7 +72,7 @@ def _describe(uid: str, folder: Path, files: list) -> DicomSeries:
 
 
 def list_dicom_series(folder) -> list:
-    """All DICOM series under ``folder`` (recursively), largest first."""
+    """All DICOM series under ``folder`` (recursively), largest (most voxels) first."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder} is not a folder", "give the folder that holds the DICOM files")
@@ -70,7 +92,7 @@ def list_dicom_series(folder) -> list:
                     found.append(_describe(uid, Path(root), names))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warn)
-    found.sort(key=lambda s: -s.n_files)
+    found.sort(key=lambda s: (-s.n_voxels, -s.n_files, s.uid))
     return found
 
 

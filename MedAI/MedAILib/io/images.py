@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,48 @@ def to_sitk(volume: Volume) -> sitk.Image:
     return image
 
 
+def itk_reason(error: Exception, limit: int = 160) -> str:
+    """The informative line of an ITK exception (drops source paths and object addresses)."""
+    lines = [l.strip() for l in str(error).strip().splitlines() if l.strip()]
+    line = next((l for l in lines if l.startswith("ITK ERROR")), lines[-1] if lines else "")
+    line = re.sub(r"^ITK ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", line)
+    extra = next((l for l in lines if "expected" in l or "got only" in l or "Reason" in l), "")
+    if extra and extra != line:
+        line = f"{line} {extra}"
+    return line[:limit]
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse truncated NIfTI files: ITK reads them silently and fills the missing voxels with zeros."""
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+        expected = int(header["vox_offset"]) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    except Exception:  # nibabel cannot parse it: ITK could, so do not second-guess the reader
+        return
+    if str(path).lower().endswith(".gz"):
+        got = 0
+        try:
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 16):
+                    got += len(chunk)
+                    if got >= expected:
+                        break
+        except (EOFError, OSError, zlib.error):
+            got = min(got, expected - 1)
+    else:
+        got = path.stat().st_size
+    if got < expected:
+        raise InputError(
+            f"{path.name} is truncated ({got} of {expected} bytes of image data)",
+            "the file was not copied or written completely; copy or export it again",
+        )
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path (and that the drive or share is mounted)")
@@ -62,13 +108,13 @@ def read_image(path, series_uid: str = None) -> Volume:
         from .segmentations import read_segmentation
 
         return read_segmentation(path)
+    if path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes)", "the file was not written completely; export it again")
+    if full_suffix(path).lower() in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = next((l for l in first if "ERROR" in l or "Exception" in l), first[-1] if first else "")
-        if path.stat().st_size == 0:
-            raise InputError(f"{path} is empty (0 bytes)", "the file was not written completely; export it again") from e
         if full_suffix(path).lower() not in SUPPORTED_IMAGE_SUFFIXES and path.suffix.lower() != ".dcm":
             raise InputError(
                 f"{path.name}: unsupported or unrecognised image format",
@@ -76,7 +122,7 @@ def read_image(path, series_uid: str = None) -> Volume:
             ) from e
         raise InputError(
             f"{path.name} could not be read (corrupt or truncated file?)",
-            f"re-export or copy the file again; reader said: {detail.strip()[:160]}",
+            f"re-export or copy the file again; reader said: {itk_reason(e)}",
         ) from e
     return from_sitk(image, source=str(path))
 
@@ -94,10 +140,17 @@ def write_image(volume: Volume, path, compress: bool = True) -> Path:
                          "use .nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd or .seg.nrrd")
     image = to_sitk(volume)
     if suffix in (".nhdr", ".mhd"):
-        # Header + separate data file: write both under temp names would break the header's link,
-        # so write into place directly, data file first.
+        # Header + separate data file named after the header: write both into a temporary folder
+        # beside the target, then move the data file first and the header last, so a header under
+        # the final name always points at complete data.
         path.parent.mkdir(parents=True, exist_ok=True)
-        sitk.WriteImage(image, str(path), useCompression=compress)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+        try:
+            sitk.WriteImage(image, str(tmpdir / path.name), useCompression=compress)
+            for f in sorted(tmpdir.iterdir(), key=lambda f: f.name == path.name):
+                os.replace(f, path.parent / f.name)
+        finally:
+            shutil.rmtree(tmpdir, ignore_errors=True)
         return path
     with atomic_output(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
