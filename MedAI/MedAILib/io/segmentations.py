@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import slicerio
+# The terminology string <-> dict helpers are not re-exported at slicerio's top level.
+from slicerio.segmentation import terminology_entry_from_string, terminology_entry_to_string
 
 from .. import geometry
 from ..atomic import atomic_output, full_suffix
@@ -76,7 +78,7 @@ def read_segmentation(path) -> Volume:
 
 def _label_from_segment(s: dict, value: int) -> LabelInfo:
     term = s.get("terminology")
-    term_str = slicerio.terminology_entry_to_string(term) if term else None
+    term_str = terminology_entry_to_string(term) if term else None
     color = tuple(s.get("color", default_color(value)))
     return LabelInfo(value, s.get("name", s.get("id", f"label_{value}")), color, term_str)
 
@@ -104,7 +106,7 @@ def write_segmentation(volume: Volume, path) -> Path:
         seg = {"id": f"Segment_{l.value}", "labelValue": int(l.value), "layer": 0, "name": l.name,
                "color": [float(c) for c in l.color]}
         if l.terminology:
-            seg["terminology"] = slicerio.terminology_entry_from_string(l.terminology)
+            seg["terminology"] = terminology_entry_from_string(l.terminology)
         segments.append(seg)
     dtype = np.uint8 if max([l.value for l in labels] + [int(arr.max(initial=0))]) < 256 else np.uint16
     segmentation = {
