@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:  # accept `medai info X --debug` as well as `medai --debug info X`
+        argv = ["--debug"] + [a for a in argv if a != "--debug"]
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="medai: %(levelname)s: %(message)s")

@@ -1,0 +1,7 @@
+"""``python -m MedAILib.cli``: the same as the ``medai`` console script (useful inside Slicer's Python)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
