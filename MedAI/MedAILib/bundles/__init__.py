@@ -1,0 +1,10 @@
+"""Models as MONAI bundles: catalogue, trust, verified downloads/cache and bundle loading.
+
+Layout follows MONAI's own ``monai/bundle``: :mod:`.catalogue` (what models exist),
+:mod:`.cache` + :mod:`.download` (where their files live and how they get there), :mod:`.trust`
+(which bundles may execute their config) and :mod:`.bundle` (load one and expose its parts).
+"""
+
+from .cache import medai_home  # noqa: F401
+from .catalogue import Catalogue, CatalogueEntry, load_catalogue  # noqa: F401
+from .bundle import Bundle, load_bundle, resolve_model  # noqa: F401

@@ -1,0 +1,102 @@
+"""The model catalogue: ``Resources/catalogue.json`` (validated against ``catalogue.schema.json``)
+with the user's ``MEDAI_HOME/catalogue.json`` merged on top (same schema; same id replaces)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+import jsonschema
+
+from ..data import resources_dir
+from ..errors import ModelError
+from ..volume import LabelInfo
+from .cache import medai_home
+
+
+@dataclasses.dataclass
+class CatalogueEntry:
+    raw: dict
+    origin: str  # "shipped" or "user"
+
+    def __getattr__(self, name):  # entry.id, entry.title, ... straight from the JSON
+        try:
+            return self.raw[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def label_infos(self) -> list:
+        return [LabelInfo.from_dict(d) for d in self.raw["labels"]]
+
+    @property
+    def is_shipped(self) -> bool:
+        return "location" in self.raw["source"]
+
+    def shipped_path(self) -> Optional[Path]:
+        loc = self.raw["source"].get("location")
+        return (resources_dir() / loc) if loc else None
+
+    @property
+    def fast_spacing(self):
+        return self.raw["spatial"].get("fast_spacing")
+
+
+class Catalogue:
+    def __init__(self, entries: list):
+        self.entries = {e.id: e for e in entries}
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
+    def __contains__(self, model_id) -> bool:
+        return model_id in self.entries
+
+    def get(self, model_id: str) -> CatalogueEntry:
+        if model_id not in self.entries:
+            known = ", ".join(sorted(self.entries)) or "(none)"
+            raise ModelError(f"no model called {model_id!r} in the catalogue",
+                             f"use one of: {known} (see `medai models list`), or give a bundle folder path")
+        return self.entries[model_id]
+
+    def default_for(self, task: str) -> CatalogueEntry:
+        for e in self.entries.values():
+            if e.task == task:
+                return e
+        raise ModelError(f"no {task} model in the catalogue", "give --model PATH to a bundle folder")
+
+
+def schema_path() -> Path:
+    return resources_dir() / "catalogue.schema.json"
+
+
+def user_catalogue_path() -> Path:
+    return medai_home() / "catalogue.json"
+
+
+def read_catalogue_file(path: Path, origin: str) -> list:
+    try:
+        doc = json.loads(Path(path).read_text())
+        schema = json.loads(schema_path().read_text())
+        jsonschema.validate(doc, schema)
+    except json.JSONDecodeError as e:
+        raise ModelError(f"model catalogue {path} is not valid JSON ({e})", "fix or remove the file") from e
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path)
+        raise ModelError(f"model catalogue {path} is invalid at {where or '(top)'}: {e.message}",
+                         "fix the entry (schema: Resources/catalogue.schema.json)") from e
+    return [CatalogueEntry(m, origin) for m in doc["models"]]
+
+
+def load_catalogue() -> Catalogue:
+    shipped = resources_dir() / "catalogue.json"
+    entries = read_catalogue_file(shipped, "shipped") if shipped.exists() else []
+    user = user_catalogue_path()
+    if user.exists():
+        by_id = {e.id: e for e in entries}
+        for e in read_catalogue_file(user, "user"):
+            by_id[e.id] = e
+        entries = list(by_id.values())
+    return Catalogue(entries)
