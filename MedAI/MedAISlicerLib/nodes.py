@@ -1,0 +1,98 @@
+"""MRML nodes <-> MedAILib types and files. Translation only: no numerical work happens here.
+
+Every Slicer call used here is listed in ../shared/slicer-api/slicer-api.json (checked by
+Testing/tests/test_slicer_api_usage.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import slicer
+import vtk
+
+from MedAILib.volume import Volume
+
+
+def volume_from_node(volumeNode) -> Volume:
+    """A Volume holding a *copy* of the node's voxels (arrayFromVolume is a view: never hand it on)
+    and its IJK->RAS matrix. The node's parent transform is not applied (see ``check_not_transformed``)."""
+    array = np.array(slicer.util.arrayFromVolume(volumeNode), copy=True)
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(m)  # fills m
+    return Volume(array, slicer.util.arrayFromVTKMatrix(m), metadata={"name": volumeNode.GetName()})
+
+
+def check_not_transformed(volumeNode) -> None:
+    """Models run on the voxel grid; a volume under a (non-hardened) transform would give results
+    placed differently from what the user sees, so ask for the transform to be hardened first."""
+    if volumeNode.GetParentTransformNode() is not None:
+        raise ValueError(f"'{volumeNode.GetName()}' is under a transform. Harden the transform "
+                         "(Data module, right-click > Harden transform) and try again.")
+
+
+def write_input_volume(volumeNode, folder, stem: str) -> Path:
+    """Write the node to ``folder/stem.nrrd`` with the engine's writer (the same reader then opens it)."""
+    from MedAILib.io import write_image
+
+    path = Path(folder) / f"{stem}.nrrd"
+    write_image(volume_from_node(volumeNode), path)
+    return path
+
+
+def _segment_id(name: str, taken) -> str:
+    base = "".join(c if c.isalnum() else "_" for c in name) or "Segment"
+    sid, n = base, 2
+    while sid in taken:
+        sid, n = f"{base}_{n}", n + 1
+    return sid
+
+
+def import_segmentation_file(path, segmentationNode, referenceVolumeNode, labels=None, replace=False) -> list:
+    """Fill ``segmentationNode`` from a labelmap file written by the engine (.seg.nrrd or .nii.gz).
+
+    One segment per label with its name, colour and terminology (``labels``: MedAILib LabelInfo list
+    overriding the file's table). Geometry comes from ``referenceVolumeNode``: the engine writes its
+    results on the input's own grid, which is checked here. Returns the new segment IDs.
+    """
+    from MedAILib.io import read_segmentation
+
+    result = read_segmentation(path)
+    reference = volume_from_node(referenceVolumeNode)
+    if not result.same_grid(reference, atol=1e-3):
+        raise ValueError(f"The result {Path(path).name} is not on the grid of '{referenceVolumeNode.GetName()}'.")
+    in_file = {l.value: l for l in (result.labels or [])}
+    override = {l.value: l for l in (labels or [])}  # e.g. the catalogue's names/colours/terminology
+    values = set(in_file) | (set(int(v) for v in np.unique(result.array)) - {0})
+
+    segmentation = segmentationNode.GetSegmentation()
+    if replace:
+        segmentation.RemoveAllSegments()
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+    segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(),
+                                        referenceVolumeNode.GetID())
+    taken = set(segmentation.GetSegmentIDs())
+    ids = []
+    for value in sorted(values):
+        info = override.get(value) or in_file.get(value)
+        name = info.name if info else f"label_{value}"
+        color = tuple(float(c) for c in (info.color if info else (0.5, 0.5, 0.5)))
+        segmentId = segmentation.AddEmptySegment(_segment_id(name, taken), name, color)
+        taken.add(segmentId)
+        segment = segmentation.GetSegment(segmentId)
+        if info is not None and info.terminology:
+            # SetTag works in every Slicer 5.x (SetTerminology only from 5.10).
+            segment.SetTag(segment.GetTerminologyEntryTagName(), info.terminology)
+        mask = (result.array == value).astype(np.uint8)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, segmentId,
+                                                         referenceVolumeNode=referenceVolumeNode)
+        ids.append(segmentId)
+    segmentationNode.CreateDefaultDisplayNodes()
+    return ids
+
+
+def place_next_to(node, referenceNode) -> None:
+    """Put ``node`` in the same subject-hierarchy folder (patient/study) as ``referenceNode``."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    sh.SetItemParent(sh.GetItemByDataNode(node), sh.GetItemParent(sh.GetItemByDataNode(referenceNode)))

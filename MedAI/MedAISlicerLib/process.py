@@ -1,0 +1,242 @@
+"""Run the ``medai`` engine in a separate process and follow its JSON progress lines.
+
+Why a separate process: the GUI stays live, Cancel can kill the work, and GPU memory is released
+when it ends (DESIGN.md). The child is Slicer's own Python (``PythonSlicer``), or ``sys.executable``
+outside Slicer, running ``-m MedAILib.cli``. A reader thread puts lines on a queue; ``poll()``
+hands them to the callbacks on the caller's thread (the GUI drives it from a QTimer, batch code
+through ``wait()``), so MRML is only touched on the main thread.
+
+No ``slicer`` import here: the module is usable, and tested, without Slicer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+ENGINE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding MedAILib/
+
+
+def python_executable() -> str:
+    """Slicer's Python launcher inside Slicer, else this interpreter."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def engine_command(subcommand: str, args: list, prefix: Optional[list] = None) -> list:
+    """``[PythonSlicer, -m, MedAILib.cli, subcommand, *args]``; ``prefix`` replaces the first three
+    (tests point it at a scripted fake engine)."""
+    prefix = list(prefix) if prefix else [python_executable(), "-m", "MedAILib.cli"]
+    return prefix + [subcommand] + [str(a) for a in args]
+
+
+def engine_environment(base: Optional[dict] = None, extra: Optional[dict] = None) -> dict:
+    """``base`` (Slicer's startup environment inside Slicer) + MedAILib's folder on PYTHONPATH."""
+    env = dict(os.environ if base is None else base)
+    paths = [str(ENGINE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"  # progress lines must arrive as they are printed
+    env.update(extra or {})
+    return env
+
+
+class ProcessResult:
+    """What a finished run reported."""
+
+    def __init__(self):
+        self.returncode: Optional[int] = None
+        self.cancelled = False
+        self.outputs: list = []
+        self.failed: list = []
+        self.error: Optional[dict] = None  # {"message", "hint"} from an "error" event
+        self.log: list = []  # every non-JSON line and log message, for the collapsible log
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.cancelled and self.error is None
+
+    def error_text(self) -> str:
+        if self.cancelled:
+            return "Cancelled."
+        if self.error:
+            hint = self.error.get("hint")
+            return self.error.get("message", "failed") + (f"\nWhat to do: {hint}" if hint else "")
+        tail = "\n".join(self.log[-15:])
+        return f"The MedAI engine stopped with exit code {self.returncode}.\n{tail}"
+
+
+class EngineProcess:
+    """One run of ``medai <subcommand> ... --progress json``.
+
+    Callbacks (all called from ``poll()``, i.e. the caller's thread):
+    ``on_progress(fraction, message, eta_s)``, ``on_log(text)``, ``on_event(dict)`` for every JSON
+    event, ``on_finished(ProcessResult)`` once at the end. ``cleanup_dirs`` are removed when the run
+    ends, whatever the outcome.
+    """
+
+    def __init__(self, command: list, env: Optional[dict] = None, cwd=None,
+                 on_progress: Optional[Callable] = None, on_log: Optional[Callable] = None,
+                 on_event: Optional[Callable] = None, on_finished: Optional[Callable] = None,
+                 cleanup_dirs=()):
+        self.command = [str(c) for c in command]
+        self.env = env if env is not None else engine_environment()
+        self.cwd = cwd
+        self.on_progress, self.on_log, self.on_event, self.on_finished = on_progress, on_log, on_event, on_finished
+        self.cleanup_dirs = [Path(d) for d in cleanup_dirs]
+        self.result = ProcessResult()
+        self._proc: Optional[subprocess.Popen] = None
+        self._lines: "queue.Queue" = queue.Queue()
+        self._reader: Optional[threading.Thread] = None
+        self._finished = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "EngineProcess":
+        kwargs = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True  # own process group: cancel kills the whole tree
+        else:  # pragma: no cover - Windows
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        try:
+            self._proc = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        except OSError:
+            self._remove_temporary()
+            raise
+        self._reader = threading.Thread(target=self._read, name="medai-output-reader", daemon=True)
+        self._reader.start()
+        return self
+
+    def _read(self):
+        for line in self._proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._proc.stdout.close()
+        self._lines.put(None)  # end of output
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and not self._finished
+
+    def poll(self) -> bool:
+        """Deliver pending lines to the callbacks. Returns True while the run is still going."""
+        if self._finished:
+            return False
+        ended = False
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                ended = True
+                break
+            self._handle_line(line)
+        if ended:
+            self._proc.wait()
+            self._finish()
+            return False
+        return True
+
+    def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> ProcessResult:
+        """Block (polling) until the run ends; used by batch scripts and tests (``wait=True``)."""
+        t0 = time.monotonic()
+        while self.poll():
+            if timeout is not None and time.monotonic() - t0 > timeout:
+                self.cancel()
+                raise TimeoutError(f"medai did not finish within {timeout} s")
+            time.sleep(interval)
+        return self.result
+
+    def cancel(self) -> None:
+        """Kill the process and every child it started; the run finishes as cancelled."""
+        if self._proc is None or self._finished:
+            return
+        self.result.cancelled = True
+        kill_process_tree(self._proc)
+        self._proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+        # Drain what was printed before the kill, then finish.
+        while self.poll():
+            time.sleep(0.01)
+
+    # --- internals -------------------------------------------------------------------------------
+    def _handle_line(self, line: str):
+        event = None
+        if line.startswith("{"):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+        if not isinstance(event, dict) or "event" not in event:
+            self._log(line)
+            return
+        kind = event["event"]
+        if kind == "progress":
+            if self.on_progress:
+                self.on_progress(event.get("fraction"), event.get("message", ""), event.get("eta_s"))
+        elif kind == "log":
+            self._log(event.get("message", ""))
+        elif kind == "done":
+            self.result.outputs = list(event.get("outputs", []))
+            self.result.failed = list(event.get("failed", []))
+        elif kind == "error":
+            self.result.error = {"message": event.get("message", ""), "hint": event.get("hint", "")}
+            self._log("Error: " + self.result.error_text())
+        if self.on_event:
+            self.on_event(event)
+
+    def _log(self, text: str):
+        self.result.log.append(text)
+        if self.on_log:
+            self.on_log(text)
+
+    def _finish(self):
+        self._finished = True
+        self.result.returncode = self._proc.returncode
+        try:
+            if self.on_finished:  # e.g. import the result file, before its folder goes
+                self.on_finished(self.result)
+        finally:
+            self._remove_temporary()
+
+    def _remove_temporary(self):
+        for d in self.cleanup_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def kill_process_tree(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` and its descendants. ``PythonSlicer`` is a launcher that starts the real
+    interpreter as a child, so killing only the launcher would leave the work running."""
+    try:
+        import psutil  # Slicer may bundle it; use it when present
+
+        try:
+            parent = psutil.Process(proc.pid)
+            for child in parent.children(recursive=True):
+                child.kill()
+            parent.kill()
+        except psutil.NoSuchProcess:
+            pass
+        return
+    except ImportError:
+        pass
+    if os.name == "posix":
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # started with start_new_session: pgid == pid
+        except (ProcessLookupError, PermissionError):
+            pass
+    else:  # pragma: no cover - Windows
+        subprocess.run(["taskkill", "/F", "/T", "/PID", str(proc.pid)], capture_output=True)
+    try:
+        proc.kill()
+    except OSError:
+        pass

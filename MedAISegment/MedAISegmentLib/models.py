@@ -1,0 +1,69 @@
+"""The segmentation models of the catalogue (MedAILib.bundles.catalogue), as the module lists them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from MedAILib.volume import LabelInfo
+
+
+@dataclasses.dataclass
+class ModelChoice:
+    id: str
+    title: str
+    task: str
+    inputs: list  # [(name, modality)] in the order the engine expects them
+    labels: list  # [LabelInfo]
+    size_bytes: int = 0
+    licence: str = ""
+    description: str = ""
+
+    @property
+    def input_count(self) -> int:
+        return len(self.inputs)
+
+    def size_text(self) -> str:
+        mb = self.size_bytes / 1e6
+        return f"{mb:.1f} MB" if mb >= 0.1 else f"{self.size_bytes / 1e3:.0f} kB"
+
+    def display_text(self) -> str:
+        """One combo-box line: title, task, size, licence."""
+        return f"{self.title}  ({self.task}, {self.size_text()}, {self.licence})"
+
+    def matches(self, text: str) -> bool:
+        """Filter box: every word must appear in the id, title, description, licence or a label name."""
+        hay = " ".join([self.id, self.title, self.task, self.description, self.licence,
+                        *[m for _, m in self.inputs], *[l.name for l in self.labels]]).lower()
+        return all(w in hay for w in text.lower().split())
+
+
+def from_entry(entry: dict) -> ModelChoice:
+    return ModelChoice(
+        id=entry["id"],
+        title=entry.get("title", entry["id"]),
+        task=entry.get("task", ""),
+        inputs=[(i.get("name", f"input {n + 1}"), i.get("modality", "")) for n, i in enumerate(entry.get("inputs", []))],
+        labels=[LabelInfo.from_dict(l) for l in entry.get("labels", [])],
+        size_bytes=int(entry.get("size_bytes", 0)),
+        licence=entry.get("licence", ""),
+        description=entry.get("description", ""),
+    )
+
+
+def load_models(path=None, task: Optional[str] = "segmentation") -> list:
+    """Catalogue models for ``task`` (all tasks when None): the engine's catalogue (shipped + the
+    user's, validated against the schema), or only the file ``path`` when given."""
+    from MedAILib.bundles.catalogue import load_catalogue, read_catalogue_file
+
+    entries = read_catalogue_file(Path(path), "given") if path else list(load_catalogue())
+    models = [from_entry(e.raw) for e in entries]
+    return [m for m in models if task is None or m.task == task]
+
+
+def find_model(model_id: str, path=None) -> ModelChoice:
+    for m in load_models(path, task=None):
+        if m.id == model_id:
+            return m
+    raise KeyError(f"model '{model_id}' is not in the catalogue")

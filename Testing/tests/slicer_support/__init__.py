@@ -1,0 +1,1 @@
+"""Helpers for the Slicer-module tests (stand-in set-up, a scripted fake engine)."""

@@ -1,0 +1,173 @@
+"""MedAISegment Logic end to end with the Slicer stand-in: node -> `medai segment` process -> node.
+
+The stand-in (Testing/slicer_standin) is not Slicer; it follows the API facts in
+../shared/slicer-api/. Real hippocampus MRI from MEDAI_DATA_DIR; the engine runs as a separate
+process exactly as inside Slicer (PythonSlicer is replaced by this interpreter).
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slicer_support import standin
+
+HERE = Path(__file__).resolve().parent
+FAKE = HERE / "slicer_support" / "fake_engine.py"
+TERM_ANT = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
+            "~SCT^5001000^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^")
+CASE = "hippocampus_001"
+
+
+def _entry(model_id, labels):
+    return {"id": model_id, "title": "Test hippocampus", "task": "segmentation", "version": "0.1",
+            "inputs": [{"name": "image", "modality": "MR"}], "input_count": 1, "labels": labels,
+            "spatial": {"spacing": [1, 1, 1], "orientation": "RAS"}, "source": {"location": "Models/none"},
+            "sha256": "0" * 64, "size_bytes": 1000, "licence": "CC-BY-SA-4.0", "citation": "test",
+            "memory_mb": 10, "verified": False}
+
+
+@pytest.fixture
+def slicer(monkeypatch, tmp_path):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
+    s = standin.activate()
+    yield s
+    s.reset()
+
+
+@pytest.fixture
+def catalogue(tmp_path):
+    labels = [{"value": 1, "name": "Anterior", "color": [0.9, 0.2, 0.1], "terminology": TERM_ANT},
+              {"value": 2, "name": "Posterior", "color": [0.1, 0.4, 0.9]}]
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps({"version": 1, "models": [_entry("fake_hippo", labels)]}))
+    return path
+
+
+@pytest.fixture
+def volume(slicer, data_dir):
+    node = slicer.util.loadVolume(str(data_dir / "msd-hippocampus" / "imagesTr" / f"{CASE}.nii.gz"))
+    # Give it an oblique, flipped geometry so "same geometry as the input" is a real check.
+    from conftest import oblique_ijk_to_ras
+
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(oblique_ijk_to_ras()))
+    return node
+
+
+def _logic(slicer, prefix=None):
+    import MedAISegment
+
+    logic = MedAISegment.MedAISegmentLogic()
+    logic.enginePrefix = prefix
+    return logic
+
+
+def _geometry(slicer, node):
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return slicer.util.arrayFromVTKMatrix(m)
+
+
+def _temp_leftovers(slicer):
+    return list(Path(slicer.app.temporaryPath).glob("MedAISegment*"))
+
+
+def test_fake_engine_run_imports_names_colours_terminology_geometry(slicer, volume, catalogue, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    before = slicer.util.arrayFromVolume(volume).copy()
+    geometry_before = _geometry(slicer, volume)
+    progress, logs = [], []
+    run = _logic(slicer, [sys.executable, str(FAKE)]).process(
+        [volume], None, "fake_hippo", catalogue=catalogue, wait=True, timeout=120,
+        progressCallback=lambda f, m, e: progress.append(f), logCallback=logs.append)
+    seg = run.outputSegmentation
+    segmentation = seg.GetSegmentation()
+    assert run.status == "done" and segmentation.GetNumberOfSegments() == 2
+    ant = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Anterior"))
+    post = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Posterior"))
+    assert ant.GetColor() == pytest.approx((0.9, 0.2, 0.1)) and post.GetColor() == pytest.approx((0.1, 0.4, 0.9))
+    assert ant.GetTerminology() == TERM_ANT  # catalogue terminology reaches the segment tag
+    assert 0.5 in progress
+    # geometry from the input; masks are the labels the engine wrote (on the input grid)
+    assert seg.GetNodeReferenceID(seg.GetReferenceImageGeometryReferenceRole()) == volume.GetID()
+    shape, matrix = seg.referenceGeometry
+    assert shape == before.shape and np.allclose(matrix, geometry_before)
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segmentation.GetSegmentIdBySegmentName("Posterior"), volume)
+    half = before.shape[2] // 2
+    expected = np.zeros(before.shape, bool)
+    expected[:, :, half:] = before[:, :, half:] > np.median(before)
+    np.testing.assert_array_equal(mask > 0, expected)
+    # inputs unchanged, temp folder gone, new node named after the input and placed next to it
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), before)
+    assert np.allclose(_geometry(slicer, volume), geometry_before)
+    assert _temp_leftovers(slicer) == []
+    assert seg.GetName().startswith(volume.GetName())
+
+
+def test_existing_segments_are_not_overwritten_unless_allowed(slicer, volume, catalogue, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    out = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "mine")
+    out.GetSegmentation().AddEmptySegment("keep", "keep me", (1, 1, 0))
+    logic = _logic(slicer, [sys.executable, str(FAKE)])
+    with pytest.raises(ValueError, match="already has segments"):
+        logic.process([volume], out, "fake_hippo", catalogue=catalogue, wait=True)
+    assert out.GetSegmentation().GetNumberOfSegments() == 1 and _temp_leftovers(slicer) == []
+    run = logic.process([volume], out, "fake_hippo", catalogue=catalogue, overwrite=True, wait=True, timeout=120)
+    assert run.outputSegmentation is out
+    names = sorted(out.GetSegmentation().GetNthSegment(i).GetName() for i in range(2))
+    assert out.GetSegmentation().GetNumberOfSegments() == 2 and names == ["Anterior", "Posterior"]
+
+
+def test_wrong_inputs_are_refused_before_anything_runs(slicer, volume, catalogue):
+    logic = _logic(slicer, [sys.executable, str(FAKE)])
+    with pytest.raises(ValueError, match="needs 1 input"):
+        logic.process([volume, volume], None, "fake_hippo", catalogue=catalogue)
+    with pytest.raises(ValueError, match="no structure"):
+        logic.process([volume], None, "fake_hippo", catalogue=catalogue, structures=["Liver"])
+    with pytest.raises(ValueError, match="device"):
+        logic.process([volume], None, "fake_hippo", catalogue=catalogue, device="tpu")
+    assert _temp_leftovers(slicer) == [] and not slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
+
+
+def test_engine_failure_reports_message_and_hint_and_leaves_nothing(slicer, volume, catalogue, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "fail")
+    with pytest.raises(RuntimeError, match="(?s)could not be loaded.*re-download"):
+        _logic(slicer, [sys.executable, str(FAKE)]).process([volume], None, "fake_hippo", catalogue=catalogue,
+                                                             wait=True, timeout=60)
+    assert not slicer.util.getNodesByClass("vtkMRMLSegmentationNode") and _temp_leftovers(slicer) == []
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(")")[1].split()[0] == "Z")
+
+
+def test_cancel_kills_process_tree_and_leaves_no_output_or_temp(slicer, volume, catalogue, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_MODE", "slow")
+    monkeypatch.setenv("FAKE_PIDFILE", str(tmp_path / "child.pid"))
+    finished = []
+    run = _logic(slicer, [sys.executable, str(FAKE)]).process(
+        [volume], None, "fake_hippo", catalogue=catalogue, completedCallback=finished.append)
+    t0 = time.monotonic()
+    while not (tmp_path / "child.pid").exists():
+        assert time.monotonic() - t0 < 60, "the fake engine did not start"
+        run.poll()
+        time.sleep(0.05)
+    child = int((tmp_path / "child.pid").read_text())
+    assert run.poll() and _alive(child)
+    run.cancel()
+    assert finished == [run] and run.status == "cancelled"
+    time.sleep(0.2)
+    assert not _alive(child), "the engine's own child process survived Cancel"
+    assert not slicer.util.getNodesByClass("vtkMRMLSegmentationNode") and _temp_leftovers(slicer) == []
