@@ -74,6 +74,9 @@ class Bundle:
         self.parser.read_meta(str(meta_file)) if meta_file.exists() else None
         self.parser.read_config(str(cfg))
         self.parser["bundle_root"] = str(self.path)
+        from .overrides import apply_overrides  # old bundles vs current MONAI: fixed in memory, never on disk
+
+        self.overrides_applied = apply_overrides(self.parser)
         self.fast = False
         if fast:
             self._apply_fast_spacing()
