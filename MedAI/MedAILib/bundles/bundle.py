@@ -144,6 +144,13 @@ class Bundle:
     def network(self) -> torch.nn.Module:
         if self._network is None:
             net = self._parsed("network_def")
+            expected = self.entry.raw.get("sha256") if self.entry is not None and self.entry.is_shipped else None
+            if expected:
+                from .cache import sha256_file
+
+                if sha256_file(self.weights_path) != expected:
+                    raise ModelError(f"weights of {self.name} do not match the catalogue checksum (damaged file?)",
+                                     "reinstall MedAI or restore Resources/Models from the repository")
             state = load_weights(self.weights_path)
             try:
                 net.load_state_dict(state, strict=True)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from ..errors import DownloadError, ModelError
 from . import trust as trust_mod
 from .cache import bundle_dir, downloads_dir, models_dir, sha256_file
+from .checksums import digest_file
 
 CHUNK = 1 << 16
 RETRIES = 3
@@ -80,9 +81,21 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(req, timeout=timeout)  # noqa: S310 - scheme checked in check_url
 
 
+def entry_checksum(entry) -> tuple:
+    """(algorithm, hex value) of a catalogue entry's archive: sha256, or the publisher's ``checksum``."""
+    if entry.raw.get("sha256"):
+        return "sha256", entry.raw["sha256"]
+    c = entry.raw.get("checksum") or {}
+    if not c.get("value"):
+        raise DownloadError(f"model {entry.id} has no checksum in the catalogue",
+                            "it cannot be downloaded until its catalogue entry is verified")
+    return c["algorithm"], c["value"].lower()
+
+
 def download_file(url: str, dest, sha256: str, size: Optional[int] = None, mirror: Optional[str] = None,
-                  progress=None, timeout: float = 30.0, show_bar: bool = True) -> Path:
-    """Fetch ``url`` to ``dest`` (resuming ``dest.part``), verify SHA-256, then rename into place."""
+                  progress=None, timeout: float = 30.0, show_bar: bool = True, algorithm: str = "sha256") -> Path:
+    """Fetch ``url`` to ``dest`` (resuming ``dest.part``), verify the checksum (SHA-256 unless the
+    publisher uses another ``algorithm``), then rename into place."""
     dest = Path(dest)
     url, from_mirror = source_url(url, mirror)
     check_url(url, explicit_mirror=from_mirror)
@@ -95,11 +108,11 @@ def download_file(url: str, dest, sha256: str, size: Optional[int] = None, mirro
         shutil.copyfile(src, part)
     else:
         _fetch_with_resume(url, part, size, progress, timeout, show_bar)
-    got = sha256_file(part)
-    if got != sha256:
+    got = digest_file(part, algorithm)
+    if got != sha256.lower():
         part.unlink()
         raise DownloadError(
-            f"checksum mismatch for {dest.name} from {url} (expected sha256 {sha256[:12]}..., got {got[:12]}...)",
+            f"checksum mismatch for {dest.name} from {url} (expected {algorithm} {sha256[:12]}..., got {got[:12]}...)",
             "the file was corrupted or truncated in transit or on the server; it was deleted — run the "
             "command again, or use another mirror")
     os.replace(part, dest)
@@ -195,7 +208,7 @@ def _marker_ok(folder: Path, entry) -> bool:
         rec = json.loads(m.read_text())
     except json.JSONDecodeError:
         return False
-    if rec.get("sha256") != entry.sha256:
+    if rec.get("checksum") != list(entry_checksum(entry)):
         return False
     weights = folder / "models" / "model.pt"
     # A damaged cached weights file is caught here and rebuilt from the (verified) archive.
@@ -212,7 +225,8 @@ def ensure_model(entry, allow_download: bool = True, mirror: Optional[str] = Non
     if _marker_ok(folder, entry):
         return folder
     archive = archive_path(entry)
-    if archive.exists() and sha256_file(archive) != entry.sha256:
+    algorithm, expected = entry_checksum(entry)
+    if archive.exists() and digest_file(archive, algorithm) != expected:
         if progress is not None:
             progress.log(f"cached {archive.name} is corrupted (checksum mismatch); fetching it again")
         archive.unlink()
@@ -224,9 +238,10 @@ def ensure_model(entry, allow_download: bool = True, mirror: Optional[str] = Non
             raise DownloadError(f"model {entry.id} is not in the cache and downloads are off",
                                 f"run `medai models download {entry.id}` on a connected machine, or "
                                 "`medai models import PACK.zip` with a copied pack")
-        download_file(entry.source["url"], archive, entry.sha256, entry.size_bytes, mirror=mirror, progress=progress)
-    install_archive(archive, entry.id, sha256=entry.sha256,
-                    trust_reason=f"catalogue model {entry.id}: archive sha256 verified")
+        download_file(entry.source["url"], archive, expected, entry.raw.get("size_bytes"), mirror=mirror,
+                      progress=progress, algorithm=algorithm)
+    install_archive(archive, entry.id, checksum=(algorithm, expected),
+                    trust_reason=f"catalogue model {entry.id}: archive {algorithm} verified")
     return folder
 
 
@@ -272,7 +287,7 @@ def _bundle_root(folder: Path) -> Path:
                      "a pack is a zip of one bundle folder: configs/, models/")
 
 
-def install_archive(archive, model_id: str, sha256: Optional[str] = None, trust_reason: Optional[str] = None) -> Path:
+def install_archive(archive, model_id: str, checksum: Optional[tuple] = None, trust_reason: Optional[str] = None) -> Path:
     """Extract a bundle zip into the cache as ``models/<model_id>`` atomically (temp folder + rename)."""
     models_dir().mkdir(parents=True, exist_ok=True)
     tmp = models_dir() / f".{model_id}.partial-{uuid.uuid4().hex[:8]}"
@@ -281,7 +296,7 @@ def install_archive(archive, model_id: str, sha256: Optional[str] = None, trust_
         root = _bundle_root(tmp)
         weights = root / "models" / "model.pt"
         (root / MARKER).write_text(json.dumps({
-            "id": model_id, "sha256": sha256 or sha256_file(archive),
+            "id": model_id, "checksum": list(checksum or ("sha256", sha256_file(archive))),
             "weights_sha256": sha256_file(weights) if weights.exists() else None}))
         final = bundle_dir(model_id)
         if final.exists():
@@ -305,15 +320,24 @@ def import_pack(pack, catalogue) -> tuple:
     pack = Path(pack)
     if not pack.exists():
         raise ModelError(f"{pack} does not exist", "check the path of the pack")
-    digest = sha256_file(pack)
+    digests = {}
     for entry in catalogue:
-        if getattr(entry, "sha256", None) == digest and not entry.is_shipped:
+        if entry.is_shipped:
+            continue
+        try:
+            algorithm, expected = entry_checksum(entry)
+        except DownloadError:
+            continue
+        if algorithm not in digests:
+            digests[algorithm] = digest_file(pack, algorithm)
+        if digests[algorithm] == expected:
             downloads_dir().mkdir(parents=True, exist_ok=True)
             shutil.copyfile(pack, archive_path(entry))
-            folder = install_archive(archive_path(entry), entry.id, sha256=digest,
-                                     trust_reason=f"catalogue model {entry.id}: pack sha256 verified")
+            folder = install_archive(archive_path(entry), entry.id, checksum=(algorithm, expected),
+                                     trust_reason=f"catalogue model {entry.id}: pack {algorithm} verified")
             return entry.id, folder, True
+    digest = sha256_file(pack)
     model_id = pack.name[:-4] if pack.name.endswith(".zip") else pack.stem
     model_id = "".join(c if c.isalnum() or c in "_.-" else "_" for c in model_id).lower()
-    folder = install_archive(pack, model_id, sha256=digest)
+    folder = install_archive(pack, model_id, checksum=("sha256", digest))
     return model_id, folder, False
