@@ -362,7 +362,13 @@ class MedAISegmentTest(ScriptedLoadableModuleTest):
 
         from MedAILib.data import data_dir
 
-        case = os.environ.get("MEDAI_TEST_CASE", "hippocampus_001")
+        import json
+
+        from MedAILib.data import resources_dir
+
+        # a held-out case of the shipped model (its fixed split), not one it was trained on
+        split = json.loads((resources_dir() / "Models" / "hippocampus_unet" / "split.json").read_text())
+        case = os.environ.get("MEDAI_TEST_CASE", split["validation"][0])
         folder = data_dir() / "msd-hippocampus"
         image, reference = folder / "imagesTr" / f"{case}.nii.gz", folder / "labelsTr" / f"{case}.nii.gz"
         if not image.exists():

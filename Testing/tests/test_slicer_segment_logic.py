@@ -171,3 +171,67 @@ def test_cancel_kills_process_tree_and_leaves_no_output_or_temp(slicer, volume, 
     time.sleep(0.2)
     assert not _alive(child), "the engine's own child process survived Cancel"
     assert not slicer.util.getNodesByClass("vtkMRMLSegmentationNode") and _temp_leftovers(slicer) == []
+
+
+# --- the real engine: `python -m MedAILib.cli segment` with the shipped hippocampus model -------------
+REPO = HERE.parents[1]
+BUNDLE = REPO / "Resources" / "Models" / "hippocampus_unet"
+
+
+def _validation_case():
+    split = json.loads((BUNDLE / "split.json").read_text())
+    return split["validation"][0]
+
+
+@pytest.fixture
+def shipped_model():
+    if not (BUNDLE / "models").is_dir():
+        pytest.skip("the shipped hippocampus_unet bundle has no weights yet (Resources/Models/hippocampus_unet/models)")
+    return BUNDLE
+
+
+def test_real_engine_segments_hippocampus_into_the_node(slicer, data_dir, shipped_model):
+    case = _validation_case()
+    volume = slicer.util.loadVolume(str(data_dir / "msd-hippocampus" / "imagesTr" / f"{case}.nii.gz"))
+    before, geometry_before = slicer.util.arrayFromVolume(volume).copy(), _geometry(slicer, volume)
+    progress = []
+    run = _logic(slicer).process([volume], None, "hippocampus_unet", device="cpu", wait=True, timeout=300,
+                                 progressCallback=lambda f, m, e: progress.append((f, e)))
+    seg = run.outputSegmentation
+    segmentation = seg.GetSegmentation()
+    from MedAISegmentLib.models import find_model
+
+    labels = find_model("hippocampus_unet").labels
+    assert segmentation.GetNumberOfSegments() == len(labels) == 2
+    assert progress and progress[-1][0] > 0.9
+    from MedAILib.io import read_segmentation
+
+    truth = read_segmentation(data_dir / "msd-hippocampus" / "labelsTr" / f"{case}.nii.gz").array
+    for label in labels:
+        segment_id = segmentation.GetSegmentIdBySegmentName(label.name)
+        segment = segmentation.GetSegment(segment_id)
+        assert segment.GetColor() == pytest.approx(label.color, abs=1e-3)
+        assert segment.GetTerminology() == label.terminology and "Hippocampus" in label.terminology
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segment_id, volume) > 0
+        ref = truth == label.value
+        dice = 2 * (mask & ref).sum() / (mask.sum() + ref.sum())
+        assert dice > 0.6, f"{label.name}: Dice {dice:.3f}"
+    shape, matrix = seg.referenceGeometry
+    assert shape == before.shape and np.allclose(matrix, geometry_before)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), before)
+    assert _temp_leftovers(slicer) == []
+
+
+def test_real_engine_cancel_leaves_no_output_and_no_temp(slicer, data_dir, shipped_model):
+    volume = slicer.util.loadVolume(str(data_dir / "msd-hippocampus" / "imagesTr" / f"{_validation_case()}.nii.gz"))
+    finished = []
+    run = _logic(slicer).process([volume], None, "hippocampus_unet", device="cpu", completedCallback=finished.append)
+    t0 = time.monotonic()
+    while run.poll() and not run.process.result.log:  # the first line means the engine is up
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.02)
+    run.cancel()
+    assert finished == [run] and run.status in ("cancelled", "done")
+    if run.status == "cancelled":
+        assert not slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
+    assert _temp_leftovers(slicer) == []
