@@ -20,6 +20,8 @@ import hashlib
 import json
 import logging
 import random
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -140,7 +142,7 @@ def _seed_everything(seed: int):
 def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr=2e-3,
           weight_decay=1e-4, augment="affine", label_smoothing=0.0, class_weight=False,
           dropout=0.0, ema=0.0, seed=0, resume=False, limit=None, threads=None,
-          progress=None) -> dict:
+          stop_after=None, progress=None) -> dict:
     """Train; keep the best-val-AUC weights; return a summary dict. ``out`` gets train/ + the bundle."""
     from ..metrics.classification import classification_metrics
 
@@ -193,7 +195,8 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
                   seed=seed, n_train=len(ytr), n_val=len(yva), data=str(data))
     (work / "config.json").write_text(json.dumps(config, indent=1))
 
-    for epoch in range(state["epoch"], epochs):
+    last = epochs if stop_after is None else min(epochs, state["epoch"] + stop_after)
+    for epoch in range(state["epoch"], last):  # stop_after: time-boxed slice, continue with resume
         t0 = time.time()
         net.train()
         losses = []
@@ -229,7 +232,8 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
         if progress is not None:
             progress(state["epoch"] / epochs, f"epoch {epoch + 1}/{epochs} val AUC {m['auc']:.3f}")
     torch.save(torch.load(work / "best.pt", weights_only=True), work / "final_best.pt")
-    summary = {**config, **{k: state[k] for k in ("best_auc", "best_epoch", "best_acc") if k in state}}
+    summary = {**config, "epochs_done": state["epoch"],
+               **{k: state[k] for k in ("best_auc", "best_epoch", "best_acc") if k in state}}
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -404,20 +408,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="use only the first N cases of each split (smoke tests)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train/last.pt")
+    p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs of this run (resume later)")
     p.add_argument("--no-bundle", action="store_true", help="train only; do not write the bundle")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(class 1) at or above which class 1 is predicted")
+    p.add_argument("--card-notes", default=None, help="markdown file appended to the model card (what was tried)")
+
+
+def finalize(out, data, summary: dict, command: str, notes: str = "", threshold: float = 0.5) -> dict:
+    """Write the bundle from the run's best weights, then measure val and (once) test for its card."""
+    from ..metrics.classification import format_metrics
+    from .classification_card import model_card
+
+    out = Path(out)
+    sd = torch.load(out / "train" / "final_best.pt", weights_only=True)
+    write_bundle(out, sd, summary["network_def"], summary["size"],
+                 extra_meta={"training": {k: summary[k] for k in ("network", "epochs", "lr", "augment", "seed",
+                                                                    "best_epoch", "best_auc")},
+                             "decision_threshold": threshold})
+    val = evaluate_bundle(out, data, "val", threshold=threshold, limit=summary.get("limit"))
+    test = evaluate_bundle(out, data, "test", threshold=threshold, limit=summary.get("limit"))
+    model = out / "models" / "model.pt"
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    (out / "docs" / "README.md").write_text(model_card(summary, val, test, command, model.stat().st_size, sha, notes))
+    (out / "docs" / "metrics.json").write_text(json.dumps({"val": val, "test": test}, indent=1) + "\n")
+    print(format_metrics(val, "val split"))
+    print(format_metrics(test, "test split"))
+    return {"val": val, "test": test, "sha256": sha}
 
 
 def run(args) -> int:
     s = train(args.data, args.out, size=args.size, network=args.network, epochs=args.epochs,
               batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, augment=args.augment,
               label_smoothing=args.label_smoothing, class_weight=args.class_weight, dropout=args.dropout,
-              ema=args.ema, seed=args.seed, resume=args.resume, limit=args.limit, threads=args.threads)
-    if not args.no_bundle:
-        sd = torch.load(Path(args.out) / "train" / "final_best.pt", weights_only=True)
-        write_bundle(args.out, sd, s["network_def"], s["size"],
-                     extra_meta={"training": {k: s[k] for k in ("network", "epochs", "lr", "augment", "seed",
-                                                                 "best_epoch", "best_auc")}})
+              ema=args.ema, seed=args.seed, resume=args.resume, limit=args.limit, threads=args.threads,
+              stop_after=args.stop_after)
     print(f"best val AUC {s['best_auc']:.4f} at epoch {s['best_epoch']} (val ACC {s.get('best_acc', float('nan')):.4f})")
+    if not args.no_bundle:
+        s["limit"] = args.limit
+        command = getattr(args, "command_line", None) or "python -m MedAILib.training.classification " + " ".join(
+            shlex.quote(a) for a in (getattr(args, "argv", None) or []))
+        notes = Path(args.card_notes).read_text() if args.card_notes else ""
+        finalize(args.out, args.data, s, command, notes, threshold=args.threshold)
     return 0
 
 
@@ -425,7 +456,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m MedAILib.training.classification", description=__doc__.split("\n")[0])
     add_arguments(p)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    return run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
+    return run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
