@@ -4,33 +4,40 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+
+# MONAI's KeepLargestConnectedComponent / RemoveSmallObjects need scikit-image, which is not a
+# dependency; scipy.ndimage.label (face connectivity, as MONAI's connectivity=1) does the same job.
 
 def keep_largest_component(labels: np.ndarray, values=None) -> np.ndarray:
     """Keep only the largest connected component of each label value (others become background)."""
-    from monai.transforms import KeepLargestConnectedComponent
+    from scipy import ndimage
 
+    out = labels.copy()
     values = [int(v) for v in (values if values is not None else np.unique(labels)) if int(v) != 0]
-    if not values:
-        return labels
-    t = KeepLargestConnectedComponent(applied_labels=values, is_onehot=False, independent=True, connectivity=1)
-    out = t(torch.as_tensor(labels[None].astype(np.int32)))
-    return np.asarray(out[0]).astype(labels.dtype)
+    for v in values:
+        comp, n = ndimage.label(labels == v)
+        if n > 1:
+            sizes = np.bincount(comp.ravel())
+            sizes[0] = 0
+            out[(comp != 0) & (comp != int(np.argmax(sizes)))] = 0
+    return out
 
 
 def remove_small_islands(labels: np.ndarray, min_voxels: int) -> np.ndarray:
     """Remove connected pieces smaller than ``min_voxels`` of every label (to background)."""
-    from monai.transforms import RemoveSmallObjects
+    from scipy import ndimage
 
     if min_voxels <= 1:
         return labels
-    t = RemoveSmallObjects(min_size=int(min_voxels), connectivity=1, independent_channels=True)
     out = labels.copy()
     for v in [int(v) for v in np.unique(labels) if v != 0]:
-        mask = torch.as_tensor((labels == v)[None])
-        kept = np.asarray(t(mask)[0]).astype(bool)
-        out[(labels == v) & ~kept] = 0
+        comp, n = ndimage.label(labels == v)
+        sizes = np.bincount(comp.ravel())
+        small = np.nonzero(sizes < min_voxels)[0]
+        small = small[small != 0]
+        if small.size:
+            out[np.isin(comp, small)] = 0
     return out
 
 
