@@ -10,7 +10,13 @@ def _fmt(x) -> str:
 def model_card(info: dict, meta: dict) -> str:
     d = info.get("val_dice") or {}
     minutes = info.get("train_seconds", 0) / 60
-    return f"""# MedAI hippocampus segmentation (DynUNet, MONAI bundle)
+    loop = info.get("val_dice_training_loop") or {}
+    if info.get("network", "unet") == "unet":
+        arch = (f"MONAI `UNet`, 3D, channels {info['filters']}, strided convolutions (stride 2), two residual "
+                "units per level, instance norm, PReLU")
+    else:
+        arch = f"MONAI `DynUNet`, 3D, filters {info['filters']}, kernel 3, strides 1-2-2-2, instance norm"
+    return f"""# MedAI hippocampus segmentation ({'UNet' if info.get('network', 'unet') == 'unet' else 'DynUNet'}, MONAI bundle)
 
 Segments the **anterior hippocampus** (head, label 1) and the **posterior hippocampus** (body and
 tail, label 2) in a 3D MRI crop around one hippocampus (label 0 is background).
@@ -28,7 +34,7 @@ tail, label 2) in a 3D MRI crop around one hippocampus (label 0 is background).
   {info['n_train']} training and {info['n_val']} validation cases. Nothing was tuned on other data.
 
 ## Model
-- MONAI `DynUNet`, 3D, filters {info['filters']}, kernel 3, strides 1-2-2-2, instance norm
+- {arch}
   (see `configs/inference.json` → `network_def`); weights `models/model.pt` are a plain
   `state_dict` (load with `torch.load(path, weights_only=True)`).
 - Pre-processing: orientation RAS, 1 mm spacing, per-volume z-score intensity normalisation.
@@ -43,8 +49,9 @@ tail, label 2) in a 3D MRI crop around one hippocampus (label 0 is background).
   intensity scale/shift, gamma.
 - Seed {info['seed']} (`monai.utils.set_determinism`), {info['epochs']} epochs; the kept weights are
   those of the epoch with the best validation mean Dice (epoch {info['best_epoch']}).
-- Hardware: CPU only, {info['threads']} torch threads (2-core machine shared with other jobs);
-  training wall time {minutes:.0f} min.
+- Hardware: CPU only, {info['threads']} torch thread on a 2-core virtual machine shared with several
+  other jobs (load average about 9 during the run; one thread was much faster than two under that
+  load); training wall time {minutes:.0f} min (excluding data caching).
 - Command (from the repository root; `--work-dir` holds checkpoints and the loss log, `--resume`
   continues an interrupted run):
 
@@ -55,11 +62,17 @@ tail, label 2) in a 3D MRI crop around one hippocampus (label 0 is background).
   The per-epoch loss and validation Dice are in `docs/training_log.csv`.
 
 ## Validation (fixed split, {info['n_val']} cases, Dice per case averaged)
+
+Measured with the shipped pipeline (`configs/inference.json`: preprocessing, sliding window,
+softmax, inverted back to each input's own grid, argmax), against the label files as stored.
+
 | label | Dice |
 | --- | --- |
 | anterior hippocampus | {_fmt(d.get('anterior'))} |
 | posterior hippocampus | {_fmt(d.get('posterior'))} |
 | mean (excluding background) | {_fmt(d.get('mean'))} |
+
+(The training loop's own validation, on the preprocessed grid, gave mean {_fmt(loop.get('mean'))}.)
 
 For comparison, nnU-Net reports about 0.90 (anterior) and 0.89 (posterior) on MSD Task04 (Isensee
 et al., Nature Methods 2021; different data split and a five-fold ensemble).
