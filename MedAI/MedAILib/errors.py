@@ -31,6 +31,10 @@ class DownloadError(MedAIError):
     """A download failed or its checksum did not match."""
 
 
+class OutputError(MedAIError):
+    """An output could not be written (disk full, quota, read-only folder)."""
+
+
 class Cancelled(MedAIError):
     """The user cancelled a running job."""
 
