@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import stat
+import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -34,6 +35,19 @@ CHUNK = 1 << 16
 RETRIES = 3
 MARKER = ".medai-source.json"
 LOOPBACK_HOSTS = ("localhost",)
+PACK_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a user name or password (``https://user:pass@host/`` -> ``https://***@host/``):
+    URLs reach messages and logs, credentials must not."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def mirror_base(mirror: Optional[str] = None) -> Optional[str]:
@@ -60,7 +74,7 @@ def check_url(url: str, explicit_mirror: bool = False) -> None:
         return
     if parts.scheme == "file" and explicit_mirror:
         return
-    raise DownloadError(f"refusing to download over {parts.scheme or 'an unknown scheme'}: {url}",
+    raise DownloadError(f"refusing to download over {parts.scheme or 'an unknown scheme'}: {redact_url(url)}",
                         "only HTTPS is used; for a local mirror set it explicitly with --mirror URL "
                         "or MEDAI_MIRROR")
 
@@ -112,7 +126,7 @@ def download_file(url: str, dest, sha256: str, size: Optional[int] = None, mirro
     if got != sha256.lower():
         part.unlink()
         raise DownloadError(
-            f"checksum mismatch for {dest.name} from {url} (expected {algorithm} {sha256[:12]}..., got {got[:12]}...)",
+            f"checksum mismatch for {dest.name} from {redact_url(url)} (expected {algorithm} {sha256[:12]}..., got {got[:12]}...)",
             "the file was corrupted or truncated in transit or on the server; it was deleted — run the "
             "command again, or use another mirror")
     os.replace(part, dest)
@@ -132,12 +146,12 @@ def _fetch_with_resume(url, part: Path, size, progress, timeout, show_bar) -> No
             except urllib.error.HTTPError as e:
                 if e.code == 416 and start:  # range past the end: we already hold the whole file
                     return
-                raise DownloadError(f"download of {url} failed: HTTP {e.code} {e.reason}",
+                raise DownloadError(f"download of {redact_url(url)} failed: HTTP {e.code} {e.reason}",
                                     "check the address or mirror, or try again later") from e
             except (urllib.error.URLError, OSError) as e:
                 attempts += 1
                 if attempts > RETRIES:
-                    raise DownloadError(f"cannot reach {url} ({getattr(e, 'reason', e)})",
+                    raise DownloadError(f"cannot reach {redact_url(url)} ({redact_url(str(getattr(e, 'reason', e)))})",
                                         "check the network or proxy; offline, copy the model pack to this "
                                         "machine and run `medai models import PACK.zip`") from e
                 time.sleep(min(2.0, 0.2 * attempts))
@@ -176,7 +190,7 @@ def _fetch_with_resume(url, part: Path, size, progress, timeout, show_bar) -> No
                 except (http.client.IncompleteRead, ConnectionError, socket.timeout, TimeoutError) as e:
                     attempts += 1
                     if attempts > RETRIES:
-                        raise DownloadError(f"download of {url} kept being interrupted ({e})",
+                        raise DownloadError(f"download of {redact_url(url)} kept being interrupted ({e})",
                                             "run the command again: it resumes where it stopped") from e
                     if progress is not None:
                         progress.log(f"connection interrupted at {done} bytes; resuming")
@@ -259,10 +273,14 @@ def _check_member(info: zipfile.ZipInfo) -> None:
                          "get the pack from its official source")
 
 
-def safe_extract(zip_path, target: Path) -> None:
-    """Extract a zip into ``target`` after checking every entry (no absolute paths, ``..`` or links)."""
+def safe_extract(pack_path, target: Path) -> None:
+    """Extract a zip or tar pack into ``target`` after checking every entry (no absolute paths, ``..``,
+    links or special files): a pack can never write outside the cache."""
+    if not zipfile.is_zipfile(pack_path) and _is_tar(pack_path):
+        _safe_extract_tar(pack_path, target)
+        return
     try:
-        with zipfile.ZipFile(zip_path) as z:
+        with zipfile.ZipFile(pack_path) as z:
             infos = z.infolist()
             for info in infos:
                 _check_member(info)
@@ -274,7 +292,49 @@ def safe_extract(zip_path, target: Path) -> None:
                     raise ModelError(f"model pack entry {info.filename!r} escapes the cache", "refusing the pack")
                 z.extract(info, target)
     except zipfile.BadZipFile as e:
-        raise ModelError(f"{Path(zip_path).name} is not a valid zip file", "copy the pack again") from e
+        raise ModelError(f"{Path(pack_path).name} is not a valid zip or tar file", "copy the pack again") from e
+
+
+def _is_tar(path) -> bool:
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def _check_tar_member(m: tarfile.TarInfo) -> None:
+    p = PurePosixPath(m.name.replace("\\", "/"))
+    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
+        raise ModelError(f"model pack entry {m.name!r} would be written outside the cache; refusing the pack",
+                         "get the pack from its official source")
+    if m.issym() or m.islnk():
+        raise ModelError(f"model pack entry {m.name!r} is a link; refusing the pack",
+                         "get the pack from its official source")
+    if not (m.isfile() or m.isdir()):
+        raise ModelError(f"model pack entry {m.name!r} is a device, pipe or other special file; refusing the pack",
+                         "get the pack from its official source")
+
+
+def _safe_extract_tar(tar_path, target: Path) -> None:
+    """Tar packs: every member checked by hand (Python 3.11 may lack extraction filters), then
+    extracted with the ``data`` filter where this Python has it (3.12, 3.11.4+) as a second guard."""
+    try:
+        with tarfile.open(tar_path) as t:
+            members = t.getmembers()
+            for m in members:
+                _check_tar_member(m)
+            target.mkdir(parents=True, exist_ok=True)
+            root = target.resolve()
+            for m in members:
+                out = (target / m.name).resolve()
+                if root != out and root not in out.parents:
+                    raise ModelError(f"model pack entry {m.name!r} escapes the cache", "refusing the pack")
+            if hasattr(tarfile, "data_filter"):
+                t.extractall(target, members=members, filter="data")
+            else:  # pragma: no cover - old 3.11 patch releases
+                t.extractall(target, members=members)
+    except tarfile.TarError as e:
+        raise ModelError(f"{Path(tar_path).name} is not a valid tar file ({e})", "copy the pack again") from e
 
 
 def _bundle_root(folder: Path) -> Path:
@@ -284,7 +344,7 @@ def _bundle_root(folder: Path) -> Path:
     if len(subs) == 1:
         return subs[0]
     raise ModelError("the model pack does not contain a MONAI bundle (no configs/ folder)",
-                     "a pack is a zip of one bundle folder: configs/, models/")
+                     "a pack is a zip or tar of one bundle folder: configs/, models/")
 
 
 def install_archive(archive, model_id: str, checksum: Optional[tuple] = None, trust_reason: Optional[str] = None) -> Path:
@@ -311,7 +371,8 @@ def install_archive(archive, model_id: str, checksum: Optional[tuple] = None, tr
 
 
 def import_pack(pack, catalogue) -> tuple:
-    """``medai models import PACK.zip``: install a pack copied to an offline machine.
+    """``medai models import PACK.zip`` (or ``.tar.gz``/``.tgz``/``.tar``): install a pack copied to an
+    offline machine.
 
     A pack whose SHA-256 matches a catalogue entry is installed (and trusted) as that model; any
     other pack is installed under its bundle name but stays untrusted until ``--trust``.
@@ -337,7 +398,8 @@ def import_pack(pack, catalogue) -> tuple:
                                      trust_reason=f"catalogue model {entry.id}: pack {algorithm} verified")
             return entry.id, folder, True
     digest = sha256_file(pack)
-    model_id = pack.name[:-4] if pack.name.endswith(".zip") else pack.stem
+    suffix = next((x for x in PACK_SUFFIXES if pack.name.lower().endswith(x)), None)
+    model_id = pack.name[: -len(suffix)] if suffix else pack.stem
     model_id = "".join(c if c.isalnum() or c in "_.-" else "_" for c in model_id).lower()
     folder = install_archive(pack, model_id, checksum=("sha256", digest))
     return model_id, folder, False

@@ -23,7 +23,7 @@ def register(sub) -> None:
     a.add_argument("id")
     a = msub.add_parser("path", help="print the folder of a model's bundle")
     a.add_argument("id")
-    a = msub.add_parser("import", help="install a model pack (zip) copied to an offline machine")
+    a = msub.add_parser("import", help="install a model pack (.zip, .tar.gz, .tgz or .tar) copied to an offline machine")
     a.add_argument("pack")
     a = msub.add_parser("trust", help="trust a bundle folder (its config can run Python code)")
     a.add_argument("path")
