@@ -168,8 +168,13 @@ def _postprocess(bundle, data: dict, logits: torch.Tensor) -> torch.Tensor:
 
 def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence[str]] = None,
             keep_largest: bool = False, min_island_mm3: float = 0.0, progress: Optional[Progress] = None,
-            cancel: Optional[CancelToken] = None) -> SegmentResult:
-    """Segment ``volumes`` (one per model input, in the bundle's input order) with ``bundle``."""
+            cancel: Optional[CancelToken] = None, assume_aligned: bool = False) -> SegmentResult:
+    """Segment ``volumes`` (one per model input, in the bundle's input order) with ``bundle``.
+
+    Inputs of a multi-input model on different grids are first aligned onto input 0
+    (:func:`MedAILib.fusion.align.align_inputs`: registered, or resampled by world coordinates when
+    ``assume_aligned``); the labelmap is on input 0's grid.
+    """
     from .inference import choose_device, run_inferer
 
     if isinstance(volumes, Volume):
@@ -186,6 +191,8 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
         _orig_log(msg)
 
     progress.log = _log
+    if len(volumes) > 1:
+        volumes = _align_inputs(volumes, assume_aligned, progress)
     warnings = validate_inputs(volumes, bundle)
     for w in warnings:
         progress.log(f"warning: {w}")
@@ -198,6 +205,7 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
                              f"choose from: {', '.join(l.name for l in label_infos)}")
         label_infos = [by_name[s.lower()] for s in structures]
     dev = choose_device(device)
+    _memory_check(bundle, volumes[0], dev, progress)
     progress.stage(0.0, 0.1).update(0.0, "preparing the image (model space)")
     cancel.check()
     data = to_model_space(volumes, bundle)
@@ -224,6 +232,33 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
     progress.update(1.0, "done")
     progress.log = _orig_log
     return SegmentResult(labelmap, time.monotonic() - t0, dev.type, warnings, messages)
+
+
+def _align_inputs(volumes, assume_aligned: bool, progress: Progress) -> list:
+    try:
+        from .fusion.align import align_inputs
+    except ImportError:  # fusion not installed: to_model_space still resamples by world coordinates
+        return volumes
+    aligned, record = align_inputs(volumes, assume_aligned=assume_aligned)
+    for r in record[1:]:
+        if not str(r.get("action", "")).startswith("none"):
+            progress.log(f"input {r['input']} ({r.get('source') or 'image'}) was on another grid: {r['action']}")
+    return aligned
+
+
+def _memory_check(bundle, volume: Volume, dev, progress: Progress) -> None:
+    """Say before running when the expected memory will not fit, and what to do (never blocks the run:
+    the OOM fall-back in :mod:`.inference` still applies)."""
+    try:
+        from .inference.estimate import estimate_for_bundle
+
+        est = estimate_for_bundle(bundle, volume, device=str(dev))
+    except Exception as e:  # noqa: BLE001 - an estimate must never break a segmentation
+        log.debug("memory estimate unavailable: %s", e)
+        return
+    log.info("%s", est.summary())
+    if not est.fits:
+        progress.log("warning: " + est.summary())
 
 
 def input_spec(bundle) -> dict:

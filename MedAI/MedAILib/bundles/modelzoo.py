@@ -370,7 +370,7 @@ def _confirm(prompt: str, ask: Callable[[str], str]) -> bool:
         return False
 
 
-def add_bundle(source: str, assume_yes: bool = False, ask: Callable[[str], str] = input,
+def add_bundle(source: str, assume_yes: bool = False, ask: Optional[Callable[[str], str]] = None,
                say: Callable[[str], None] = print, model_id: Optional[str] = None,
                download: Optional[Callable[[dict, Path], Path]] = None) -> dict:
     """Register a bundle (folder, .zip, or ``modelzoo:NAME@VERSION``) in the user's catalogue.
@@ -416,7 +416,7 @@ def add_bundle(source: str, assume_yes: bool = False, ask: Callable[[str], str] 
                     entry[k] = zoo_entry[k]
             entry["notes"] = entry.get("notes", []) + [f"downloaded from {zoo_entry['source']['url']}"]
         say(describe(entry, facts))
-        if not assume_yes and not _confirm("Trust this bundle and add it? [y/N] ", ask):
+        if not assume_yes and not _confirm("Trust this bundle and add it? [y/N] ", ask or input):
             raise ModelError(f"{entry['id']} was not added: you did not trust it",
                              "read the bundle's configs and scripts, then add it again and answer y (or use --yes)")
         target = models_dir() / entry["id"]

@@ -46,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--trust", action="append", default=[], metavar="PATH",
                    help="trust this bundle folder (its config can run code); remembered until its configs change")
     p.add_argument("--mirror", help="base URL of a model mirror (or set MEDAI_MIRROR)")
+    p.add_argument("--assume-aligned", action="store_true",
+                   help="multi-input models: inputs on different grids share one world space (one session, no "
+                        "motion); resample them instead of registering")
     p.set_defaults(func=run)
 
 
@@ -91,7 +94,8 @@ def run_case(paths, bundle, out_file: Path, args, progress: Progress, preview=No
     volumes = [read_image(p) for p in paths]
     result = segment(volumes, bundle, device=args.device, progress=progress,
                      structures=[s.strip() for s in args.structures.split(",")] if args.structures else None,
-                     keep_largest=args.keep_largest, min_island_mm3=args.min_island_mm3)
+                     keep_largest=args.keep_largest, min_island_mm3=args.min_island_mm3,
+                     assume_aligned=getattr(args, "assume_aligned", False))
     progress.cancel.check()
     write_segmentation(result.labelmap, out_file)
     if preview:
