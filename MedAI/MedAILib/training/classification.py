@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_output
+from ..checkpoints import load_checkpoint
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": -1}
     ckpt = work / "last.pt"
     if resume and ckpt.exists():
-        c = torch.load(ckpt, weights_only=False)  # our own checkpoint: holds RNG states too
+        c = load_checkpoint(ckpt)  # weights_only=True; numpy RNG state allowed, nothing else
         net.load_state_dict(c["net"])
         opt.load_state_dict(c["opt"])
         sched.load_state_dict(c["sched"])

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoints import load_checkpoint
+
 log = logging.getLogger(__name__)
 
 LABEL_NAMES = {0: "background", 1: "anterior hippocampus", 2: "posterior hippocampus"}
@@ -309,7 +311,7 @@ def train(
     log_path = work_dir / "train_log.csv"
     state = {"epoch": 0, "best_dice": -1.0, "best_epoch": -1, "best_scores": None, "elapsed_s": 0.0}
     if resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(ckpt_path)  # weights_only=True, numpy RNG state allowed
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
