@@ -29,8 +29,11 @@ from .terminology import terminology_string
 
 CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 MODELZOO_PREFIX = "modelzoo:"
-# Model Zoo files whose checksums/URLs we shipped: see Resources/modelzoo_entries.json "provenance".
-MODELZOO_ENTRIES = "modelzoo_entries.json"
+# Model Zoo entries live in Resources/catalogue.json (those with "modelzoo_name"). Their URL and SHA-1
+# were read from the Model Zoo's own models/model_info.json (the Model Zoo computes them with
+# hash_type="sha1", ci/update_model_info.py), inputs/labels from each bundle's configs/metadata.json;
+# "provenance" names the repository path and commit of each. verified=false entries refuse to download.
+MODELZOO_ENTRIES = "modelzoo_entries.json"  # optional extra file with the same layout
 
 
 # --------------------------------------------------------------------------------------------
