@@ -250,8 +250,10 @@ def _memory_check(bundle, volume: Volume, dev, progress: Progress) -> None:
     """Say before running when the expected memory will not fit, and what to do (never blocks the run:
     the OOM fall-back in :mod:`.inference` still applies)."""
     try:
-        from .inference.estimate import estimate_for_bundle
+        from .inference.estimate import clearly_fits, estimate_for_bundle
 
+        if clearly_fits(bundle, volume, device=str(dev)):
+            return
         est = estimate_for_bundle(bundle, volume, device=str(dev))
     except Exception as e:  # noqa: BLE001 - an estimate must never break a segmentation
         log.debug("memory estimate unavailable: %s", e)

@@ -325,3 +325,25 @@ def test_memory_estimate_is_exact_for_a_known_network_and_suggests_when_too_big(
     assert not big.fits
     text = " ".join(big.suggestions)
     assert "--device cpu" in text and "--fast" in text and "crop" in text
+
+
+def test_segment_warns_before_running_when_memory_will_not_fit(tmp_path, monkeypatch):
+    from conftest import oblique_ijk_to_ras
+
+    from MedAILib.bundles import load_bundle, trust
+    from MedAILib.inference import estimate as est_mod
+    from MedAILib.progress import Progress
+    from MedAILib.segment import segment
+
+    bundle_dir = ct_unet_bundle(tmp_path / "ct_bundle")
+    trust.trust(bundle_dir)
+    vol = Volume(np.random.default_rng(0).normal(0, 100, (12, 20, 18)).astype(np.float32), oblique_ijk_to_ras())
+    logs = []
+    progress = Progress(callback=lambda f, m, e: logs.append(m) if f is None else None)
+    assert est_mod.clearly_fits(load_bundle(bundle_dir), vol) or est_mod.available_ram() < est_mod.SMALL_FREE_BYTES
+    segment([vol], load_bundle(bundle_dir), device="cpu", progress=progress)
+    assert not any("memory estimate" in m for m in logs), "a small job fits: no warning"
+    monkeypatch.setattr(est_mod, "available_ram", lambda: 1 << 20)  # pretend 1 MB free
+    segment([vol], load_bundle(bundle_dir), device="cpu", progress=progress)
+    warning = [m for m in logs if "memory estimate" in m]
+    assert warning and "crop" in warning[0] and "RAM" in warning[0]

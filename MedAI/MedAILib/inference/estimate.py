@@ -179,6 +179,27 @@ def estimate(network: torch.nn.Module, in_channels: int, out_channels: int, roi_
                     bool(dev_ok and host_ok), suggestions)
 
 
+SMALL_VOXELS = 128 ** 3      # window and model-space volume at most this ...
+SMALL_PARAMETERS = 20_000_000  # ... for a network at most this big ...
+SMALL_FREE_BYTES = 4 << 30     # ... with this much free memory: cannot run out, skip the simulation
+
+
+def clearly_fits(bundle, volume, device: str = "cpu") -> bool:
+    """Cheap pre-check so small jobs do not pay for the simulation (its first call costs ~1-3 s)."""
+    inferer = bundle.inferer
+    roi = getattr(inferer, "roi_size", None)
+    t = bundle.spacing_transform_config() if hasattr(bundle, "spacing_transform_config") else None
+    target = t.get("pixdim") if t else None
+    if not roi or (target is not None and not (isinstance(target, (list, tuple)) and len(target) == 3)):
+        return False
+    shape = model_space_shape(volume.size_ijk, np.asarray(volume.spacing).tolist(), target)
+    params = sum(p.numel() for p in bundle.network.parameters())
+    free = available_device_memory(device)
+    sw = int(getattr(inferer, "sw_batch_size", 1) or 1)
+    return (sw * math.prod(int(r) for r in roi) <= SMALL_VOXELS and math.prod(shape) <= SMALL_VOXELS
+            and params <= SMALL_PARAMETERS and free is not None and free >= SMALL_FREE_BYTES)
+
+
 def estimate_for_bundle(bundle, volume, device: str = "cpu", amp: bool = False,
                         sw_batch_size: Optional[int] = None) -> Estimate:
     """Estimate for running ``bundle`` (MedAILib.bundles.Bundle) on ``volume`` (the first input)."""
