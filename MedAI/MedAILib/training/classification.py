@@ -241,19 +241,26 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
 
 # --------------------------------------------------------------------------------------- bundle
 def preparation_recipe(size: int) -> dict:
-    """How a segment must be turned into the network input: the way MedMNIST built AdrenalMNIST3D."""
+    """How a segment must be turned into the network input: the way MedMNIST built AdrenalMNIST3D.
+
+    MedMNIST: "We calculate the center of adrenal and resize the center-cropped 64mm×64mm×64mm
+    volume into 28×28×28". The files confirm a centroid centre (see docs/README.md).
+    """
     return {
         "input_kind": "mask",
+        "one_structure": "one adrenal gland (left or right); split a two-gland segment first",
         "center": "mask_centroid",
         "crop": "cube_mm",
         "crop_size_mm": [64.0, 64.0, 64.0],
-        "spacing_mm": [64.0 / size] * 3,
+        "grid_axes": "the input volume's own voxel (IJK) axes; array order KJI like the npz",
         "resize": [size, size, size],
-        "resize_mode": "trilinear then threshold 0.5 (binary mask, values 0/1)",
-        "scale": "mask 0/1 (the npz stores 0/255; training divides by 255)",
-        "axis_order": "array order as in the npz (KJI of the source CT volume is the assumption)",
-        "note": "MedMNIST v2: 'calculate the center of adrenal and resize the center-cropped "
-                "64mm×64mm×64mm volume into 28×28×28'. See docs/README.md.",
+        "spacing_mm": [round(64.0 / size, 6)] * 3,
+        "interpolation": "linear",
+        "binarize_threshold": 0.5,
+        "outside": 0.0,
+        "value_range": [0.0, 1.0],
+        "scale": "mask 0/1 float (the npz stores 0/255; training divides by 255)",
+        "unknown": "which axis is cranio-caudal in the npz is not documented; training used random flips",
     }
 
 
@@ -319,11 +326,11 @@ def write_bundle(out, state_dict, net_def: dict, size: int, card: str | None = N
 def inference_config(net_def: dict, size: int) -> dict:
     """A standard MONAI bundle inference config: input npy/nifti mask → softmax probabilities."""
     return {
-        "imports": ["$import torch", "$import monai"],
+        "imports": ["$import glob", "$import torch", "$import monai"],
         "bundle_root": ".",
         "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
         "dataset_dir": "$@bundle_root + '/data'",
-        "datalist": "$[{'image': f} for f in sorted(__import__('glob').glob(@dataset_dir + '/*.npy'))]",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/*.npy')))",
         "network_def": net_def,
         "network": "$@network_def.to(@device)",
         "preprocessing": {
@@ -336,7 +343,7 @@ def inference_config(net_def: dict, size: int) -> dict:
                 {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
             ],
         },
-        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+        "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
         "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
                        "num_workers": 0},
         "inferer": {"_target_": "SimpleInferer"},
