@@ -347,3 +347,17 @@ def test_segment_warns_before_running_when_memory_will_not_fit(tmp_path, monkeyp
     segment([vol], load_bundle(bundle_dir), device="cpu", progress=progress)
     warning = [m for m in logs if "memory estimate" in m]
     assert warning and "crop" in warning[0] and "RAM" in warning[0]
+
+
+def test_labels_from_metadata_argmax_and_sigmoid():
+    from MedAILib.bundles.modelzoo import labels_from_metadata
+
+    def meta(names):
+        return {"network_data_format": {"outputs": {"pred": {"channel_def": {str(i): n for i, n in enumerate(names)}}}}}
+
+    argmax = labels_from_metadata(meta(["background", "liver", "spleen"]))
+    assert [(l["value"], l["name"]) for l in argmax] == [(1, "liver"), (2, "spleen")]
+    assert "SCT^10200004^Liver" in argmax[0]["terminology"]
+    sigmoid = labels_from_metadata(meta(["Tumor core", "Whole tumor", "Enhancing tumor"]), "sigmoid")
+    assert [(l["value"], l["name"]) for l in sigmoid] == [(1, "Tumor core"), (2, "Whole tumor"), (3, "Enhancing tumor")]
+    assert len({tuple(l["color"]) for l in argmax + sigmoid}) >= 3

@@ -183,12 +183,21 @@ def inputs_from_metadata(meta: dict) -> list:
     return result
 
 
-def labels_from_metadata(meta: dict) -> list:
-    """Output labels (background excluded) with colours and terminology where a code is known."""
+def labels_from_metadata(meta: dict, kind: str = "argmax") -> list:
+    """Output labels (background excluded) with colours and terminology where a code is known.
+
+    ``argmax`` outputs: channel c is label value c, channel 0 is background. ``sigmoid`` outputs
+    (overlapping channels, e.g. BraTS TC/WT/ET) have no background channel: channel c -> value c+1.
+    A post-processing that remaps values (a ``Lambdad``) cannot be read without running it: such
+    bundles need their values checked (see the notes ``entry_from_bundle`` adds).
+    """
     outs = (meta.get("network_data_format") or {}).get("outputs") or {}
     fmt = outs.get("pred") or next(iter(outs.values()), {})
     names = _channel_names(fmt)
-    fg = {v: n for v, n in sorted(names.items()) if not (v == 0 and n.strip().lower() == "background")}
+    if kind == "sigmoid":
+        fg = {v + 1: n for v, n in sorted(names.items()) if n.strip().lower() != "background"}
+    else:
+        fg = {v: n for v, n in sorted(names.items()) if v != 0}
     labels = []
     for i, (value, name) in enumerate(fg.items()):
         lab = {"value": value, "name": name.strip(), "color": label_colour(i, len(fg))}
@@ -245,7 +254,7 @@ def entry_from_bundle(bundle, model_id: Optional[str] = None, facts: Optional[di
         "version": str(meta.get("version", "0")),
         "inputs": inputs,
         "input_count": len(inputs),
-        "labels": labels_from_metadata(meta),
+        "labels": labels_from_metadata(meta, f["output_kind"]),
         "output_kind": f["output_kind"],
         "spatial": spatial,
         "source": {"location": str(root), "format": "bundle-folder"},
@@ -255,6 +264,9 @@ def entry_from_bundle(bundle, model_id: Optional[str] = None, facts: Optional[di
         "notes": [f"authors: {f['authors'] or '?'}; {f['copyright']}".strip("; "),
                   f"intended use: {meta.get('intended_use', 'not stated')}"],
     }
+    if any(_target_name(t) in ("Lambdad", "Lambda") for t in _transforms(f["config"], "postprocessing")):
+        entry["notes"].append("its post-processing remaps label values with a Lambda: check the label values "
+                              "against a result before relying on the names")
     weights = next((root / "models" / n for n in ("model.pt", "model.pth") if (root / "models" / n).is_file()), None)
     if weights is not None:
         entry["checksum"] = {"algorithm": "sha256", "value": digest_file(weights, "sha256")}
