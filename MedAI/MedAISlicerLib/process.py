@@ -70,6 +70,14 @@ class ProcessResult:
             hint = self.error.get("hint")
             return self.error.get("message", "failed") + (f"\nWhat to do: {hint}" if hint else "")
         tail = "\n".join(self.log[-15:])
+        if self.returncode is not None and self.returncode < 0:  # killed from outside (OOM killer, kill -9)
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = f"signal {-self.returncode}"
+            return (f"The MedAI engine was stopped by {name} before it finished (if nobody stopped it, the "
+                    "computer probably ran out of memory).\nWhat to do: close other programs or choose a "
+                    f"smaller model or the CPU, then run again. Nothing was imported.\n{tail}")
         return f"The MedAI engine stopped with exit code {self.returncode}.\n{tail}"
 
 
@@ -188,6 +196,12 @@ class EngineProcess:
         elif kind == "done":
             self.result.outputs = list(event.get("outputs", []))
             self.result.failed = list(event.get("failed", []))
+        elif kind == "case_done" and event.get("status") not in (None, "ok"):
+            # a case that failed inside the engine (exception, bad input): keep its reason for the user
+            text = f"{event.get('case', 'case')} failed: {event.get('error') or 'unknown error'}"
+            self._log(text)
+            if self.result.error is None:
+                self.result.error = {"message": text, "hint": ""}
         elif kind == "error":
             self.result.error = {"message": event.get("message", ""), "hint": event.get("hint", "")}
             self._log("Error: " + self.result.error_text())
