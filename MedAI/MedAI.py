@@ -58,6 +58,79 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def setupConvertSection(self) -> None:
         """Plug-in point of the "Convert modality" section (see the module docstring)."""
+        import qt
+
+        self._convertRun = None
+        self._convertTimer = qt.QTimer()
+        self._convertTimer.setInterval(200)
+        self._convertTimer.connect("timeout()", self.onConvertPollTimer)
+        self.ui.convertWarningLabel.hide()
+        try:
+            from MedAIModuleLib.synthesis_logic import synthesis_models
+
+            models = synthesis_models()
+        except Exception as e:  # a broken install must still show the module, with the reason
+            models = []
+            self.ui.convertStatusLabel.text = _("Could not read the model catalogue: {e}").format(e=e)
+        for modelId, title in models:
+            self.ui.convertModelComboBox.addItem(title, modelId)
+        self.ui.convertInputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateConvertButton)
+        self.ui.convertApplyButton.connect("clicked(bool)", self.onConvertButton)
+        self.ui.convertCancelButton.connect("clicked(bool)", self.onConvertCancel)
+        self.updateConvertButton()
+
+    def updateConvertButton(self, node=None) -> None:
+        running = self._convertRun is not None and self._convertRun.running
+        ready = self.ui.convertInputSelector.currentNode() is not None and self.ui.convertModelComboBox.count > 0
+        self.ui.convertApplyButton.enabled = ready and not running
+        self.ui.convertCancelButton.enabled = running
+
+    def onConvertButton(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the conversion."), waitCursor=True):
+            self.ui.convertWarningLabel.hide()
+            self.ui.convertMetricsLabel.text = ""
+            self.ui.convertProgressBar.value = 0
+            self._convertRun = self.logic.synthesize(
+                self.ui.convertInputSelector.currentNode(), self.ui.convertOutputSelector.currentNode(),
+                self.ui.convertModelComboBox.currentData, self.ui.convertReferenceSelector.currentNode(),
+                progressCallback=self.onConvertProgress, completedCallback=self.onConvertCompleted)
+            self._convertTimer.start()
+            self.updateConvertButton()
+
+    def onConvertCancel(self) -> None:
+        if self._convertRun is not None:
+            self._convertRun.cancel()
+
+    def onConvertPollTimer(self) -> None:
+        if self._convertRun is not None:
+            self._convertRun.poll()  # progress and, at the end, onConvertCompleted on the GUI thread
+
+    def onConvertProgress(self, fraction, message, eta_s) -> None:
+        if fraction is not None:
+            self.ui.convertProgressBar.value = int(round(100 * fraction))
+        self.ui.convertStatusLabel.text = message
+
+    def onConvertCompleted(self, run) -> None:
+        self._convertTimer.stop()
+        self.updateConvertButton()
+        if run.oodWarning:  # shown prominently: a GAN output looks plausible even when it is wrong
+            self.ui.convertWarningLabel.text = run.oodWarning
+            self.ui.convertWarningLabel.show()
+        if run.status == "done":
+            self.ui.convertProgressBar.value = 100
+            self.ui.convertStatusLabel.text = _("Done: {name} ({units}).").format(
+                name=run.outputVolume.GetName(), units=run.units)
+            self.ui.convertOutputSelector.setCurrentNode(run.outputVolume)
+            slicer.util.setSliceViewerLayers(background=run.outputVolume)
+            if run.metrics:
+                self.ui.convertMetricsLabel.text = _(
+                    "Against the reference (inside the head mask): MAE {mae:.3f}, PSNR {psnr:.2f} dB, "
+                    "SSIM {ssim:.3f}").format(**run.metrics)
+        elif run.status == "cancelled":
+            self.ui.convertStatusLabel.text = _("Cancelled.")
+        else:
+            self.ui.convertStatusLabel.text = _("Failed.")
+            slicer.util.errorDisplay(_("Conversion failed."), detailedText=run.errorText)
 
     def cleanup(self) -> None:
         self.removeObservers()
@@ -68,6 +141,18 @@ class MedAILogic(ScriptedLoadableModuleLogic):
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+
+    def synthesize(self, inputVolume, outputVolume=None, modelId="t2_to_flair_gan", referenceVolume=None,
+                   device="auto", wait=False, **callbacks):
+        """Convert ``inputVolume`` to another modality in a separate ``medai synthesize`` process.
+
+        ``outputVolume`` None creates a new scalar volume at the end. ``wait=True`` blocks (batch
+        scripts). The returned run has ``status``, ``outputVolume``, ``oodWarning``, ``metrics``.
+        """
+        from MedAIModuleLib.synthesis_logic import synthesize
+
+        return synthesize(inputVolume, outputVolume, modelId, referenceVolume, device, wait=wait,
+                          enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
 
     def engineVersion(self) -> str:
         import MedAILib

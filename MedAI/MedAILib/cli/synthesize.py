@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--reference", nargs="+", metavar="REF", help="real target images, one per input: print MAE/PSNR/SSIM")
     p.add_argument("--progress", choices=["text", "json"], default="text", help="json: one JSON event per line")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when available")
     p.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: the model's)")
     p.set_defaults(func=run)
 
@@ -60,9 +60,14 @@ def run(args) -> int:
         raise InputError(f"{len(args.reference)} references for {len(args.inputs)} inputs",
                          "give exactly one --reference per input, in the same order")
     bundle = find_bundle(args.model)
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     outputs = output_paths(args.inputs, args.output, bundle.target)
     outer = Progress(json_stream=sys.stdout if as_json else None)
-    n, failed = len(args.inputs), []
+    n, failed, written = len(args.inputs), [], []
 
     def say(text: str, **event) -> None:
         if as_json:
@@ -83,7 +88,7 @@ def run(args) -> int:
             if out.exists() and not args.overwrite:
                 raise InputError(f"{out} exists", "add --overwrite to replace it, or choose another output")
             volume = read_image(inp)
-            result = synthesize(volume, bundle, Progress(callback=cb, cancel=outer.cancel), device=args.device,
+            result = synthesize(volume, bundle, Progress(callback=cb, cancel=outer.cancel), device=device,
                                 overlap=args.overlap)
             if not result.ood.in_distribution:
                 print(f"medai: WARNING: {name}: {result.ood.message()}", file=sys.stderr, flush=True)
@@ -91,6 +96,7 @@ def run(args) -> int:
                     emit_json(event="warning", kind="out_of_distribution", input=inp, message=result.ood.message(),
                               details=result.ood.to_dict()["outside"])
             write_image(result.volume, out)  # atomic: temp file renamed into place
+            written.append(str(out))
             say(f"{name}: wrote {out} ({bundle.target}, {result.volume.metadata['units']})",
                 event="result", input=inp, output=str(out), units=result.volume.metadata["units"],
                 in_distribution=result.ood.in_distribution)
@@ -109,8 +115,13 @@ def run(args) -> int:
                   file=sys.stderr, flush=True)
             if as_json:
                 emit_json(event="case_error", input=inp, message=e.message, hint=e.hint)
+        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+            failed.append(inp)
+            print(f"medai: error: {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            if as_json:
+                emit_json(event="case_error", input=inp, message=f"{type(e).__name__}: {e}", hint="")
     if as_json:
-        emit_json(event="done", succeeded=n - len(failed), failed=len(failed))
+        emit_json(event="done", outputs=written, failed=failed)  # same protocol as `medai segment`
     elif n > 1:
         print(f"{n - len(failed)} of {n} converted" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0

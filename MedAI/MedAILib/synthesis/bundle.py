@@ -38,7 +38,12 @@ def build_network(network_def: dict) -> torch.nn.Module:
     from monai.networks import nets
 
     d = _plain(dict(network_def), "network_def")
-    target = str(d.pop("_target_", "")).rsplit(".", 1)[-1]
+    full = str(d.pop("_target_", ""))
+    target = full.rsplit(".", 1)[-1]
+    if full in ("MedAILib.synthesis.networks.ResidualUNet", "ResidualUNet"):
+        from .networks import ResidualUNet
+
+        return ResidualUNet(**d)
     if target not in ALLOWED_NETWORKS:
         raise ModelError(f"network {target!r} is not one MedAI builds for synthesis",
                          f"use one of {sorted(ALLOWED_NETWORKS)} in configs/inference.json network_def")

@@ -39,39 +39,47 @@ def ood_features(volume: Volume, img: sitk.Image, normalised: np.ndarray, mask: 
 
 
 def predict_slices(net: torch.nn.Module, stacks: np.ndarray, roi_size=None, overlap: float = 0.5,
-                   sw_batch_size: int = 8, device="cpu", progress: Progress = None, chunk: int = 4) -> np.ndarray:
+                   sw_batch_size: int = 8, device="cpu", progress: Progress = None, chunk: int = 4,
+                   multiple: int = 8) -> np.ndarray:
     """(Z, k, Y, X) normalised stacks -> (Z, Y, X) prediction.
 
-    ``roi_size=None`` runs each whole slice at once (padded to the network's size multiple);
-    otherwise MONAI's SlidingWindowInferer tiles the slice with Gaussian-weighted overlap.
+    ``roi_size=None`` runs each whole slice at once; otherwise MONAI's SlidingWindowInferer tiles
+    the slice with Gaussian-weighted overlap. Why the padding: a network that downsamples by
+    ``multiple`` is only shift-equivariant for shifts by multiples of it, so the slice is padded
+    (at its end) to a multiple and windows are kept on that lattice; otherwise neighbouring windows
+    would see the image at different phases and disagree (seams).
     """
     from monai.inferers import SlidingWindowInferer
 
-    z = stacks.shape[0]
-    out = np.zeros((z,) + stacks.shape[2:], np.float32)
+    z, h, w = stacks.shape[0], stacks.shape[2], stacks.shape[3]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    out = np.zeros((z, h, w), np.float32)
     inferer = None
     if roi_size is not None:
-        inferer = SlidingWindowInferer(roi_size=list(roi_size), sw_batch_size=sw_batch_size, overlap=overlap,
+        # A window larger than the (padded) slice would be padded symmetrically by MONAI: clip it instead.
+        roi = [min(int(r), s) for r, s in zip(roi_size, (h + ph, w + pw))]
+        # Keep window starts on the lattice: the step roi*(1-overlap) must be a multiple too.
+        step = [max(multiple, int(r * (1 - overlap)) // multiple * multiple) for r in roi]
+        ov = [1.0 - st / r if r > st else 0.0 for st, r in zip(step, roi)]
+        inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=ov,
                                        mode="gaussian", padding_mode="replicate")
     with torch.no_grad():
         for start in range(0, z, chunk):
             x = torch.from_numpy(np.ascontiguousarray(stacks[start:start + chunk])).to(device)
-            if inferer is not None:
-                y = inferer(x, net)
-            else:
-                y = _whole_slice(net, x)
-            out[start:start + chunk] = y[:, 0].float().cpu().numpy()
+            x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+            y = inferer(x, net) if inferer is not None else net(x)
+            out[start:start + chunk] = y[:, 0, :h, :w].float().cpu().numpy()
             if progress is not None:
                 progress.update(min(z, start + chunk) / z, f"converted slice {min(z, start + chunk)}/{z}")
     return out
 
 
-def _whole_slice(net, x: torch.Tensor, multiple: int = 16) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    xp = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
-    y = net(xp)
-    return y[..., ph // 2: ph // 2 + h, pw // 2: pw // 2 + w]
+def network_multiple(network_def: dict) -> int:
+    """The factor by which the generator downsamples (product of its strides)."""
+    m = 1
+    for s in network_def.get("strides", [2, 2, 2]):
+        m *= int(s) if not isinstance(s, (list, tuple)) else int(max(s))
+    return max(1, m)
 
 
 def synthesize(volume: Volume, bundle: SynthesisBundle, progress: Progress = None, device="cpu",
@@ -95,7 +103,7 @@ def synthesize(volume: Volume, bundle: SynthesisBundle, progress: Progress = Non
     net = bundle.network(device)
     stacks = slice_stacks(src, int(cfg.get("slices", 1)))
     pred = predict_slices(net, stacks, roi_size, overlap, int(inf.get("sw_batch_size", 8)), device,
-                          progress.stage(0.1, 0.95))
+                          progress.stage(0.1, 0.95), multiple=network_multiple(bundle.inference["network_def"]))
     pred = denormalise(pred, cfg["target_norm"])
     progress.stage(0.95, 1.0).update(0.0, "resampling to the input grid")
     out_img = sitk.GetImageFromArray(pred)

@@ -55,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slices", type=int, default=3, help="2.5D: neighbouring slices given as channels (odd)")
     p.add_argument("--pixel-mm", type=float, default=1.5, help="in-plane pixel size of the model space")
     p.add_argument("--channels", default="16,32,64,128", help="UNet channels per level")
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=1e-3, help="generator learning rate (Adam)")
+    p.add_argument("--lr-d", type=float, default=2e-4, help="discriminator learning rate (Adam)")
     p.add_argument("--l1-weight", type=float, default=50.0)
     p.add_argument("--adv-weight", type=float, default=1.0)
     p.add_argument("--ssim-weight", type=float, default=0.0, help="weight of MONAI SSIMLoss (0 = off)")
@@ -87,7 +88,7 @@ def _networks(args, cfg):
     from .bundle import build_network
 
     chans = [int(c) for c in args.channels.split(",")]
-    network_def = {"_target_": "monai.networks.nets.UNet", "spatial_dims": 2, "in_channels": args.slices,
+    network_def = {"_target_": "MedAILib.synthesis.networks.ResidualUNet", "spatial_dims": 2, "in_channels": args.slices,
                    "out_channels": 1, "channels": chans, "strides": [2] * (len(chans) - 1),
                    "num_res_units": 1, "norm": "batch"}  # batch norm: sliding windows see the same statistics
     gen = build_network(network_def)
@@ -170,7 +171,7 @@ def _metadata(args, cfg, network_def, train_cases, val_cases, val_metrics, epoch
         "name": name,
         "version": f"0.1.{epoch}",
         "task": "modality conversion (image-to-image GAN, pix2pix family)",
-        "description": f"{args.source} -> {args.target} conversion, 2.5D UNet generator trained adversarially "
+        "description": f"{args.source} -> {args.target} conversion, 2.5D residual UNet generator trained adversarially "
                        "with a PatchGAN discriminator (MONAI).",
         "monai_version": __import__("monai").__version__,
         "pytorch_version": torch.__version__.split("+")[0],
@@ -227,7 +228,7 @@ def run(args) -> int:
     network_def, gen, disc = _networks(args, cfg)
     gen.to(args.device), disc.to(args.device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=args.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr_d, betas=(0.5, 0.999))
     adv = PatchAdversarialLoss(criterion="least_squares")
     ssim_loss = SSIMLoss(spatial_dims=2, data_range=6.0) if args.ssim_weight > 0 else None
     inferer = {"roi_size": [args.patch, args.patch], "sw_batch_size": 8, "overlap": 0.5, "mode": "gaussian",
