@@ -15,6 +15,11 @@ def register(sub) -> None:
     p.add_argument("path", help="image file (.nii/.nii.gz/.nrrd/.mha/.seg.nrrd) or DICOM folder")
     p.add_argument("--series", help="DICOM SeriesInstanceUID to describe (default: largest series)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--check", action="store_true",
+                   help="also run the checks done before a model runs (NaN, constant, 2D, spacing, memory, types); "
+                        "exit non-zero with the reason when the image would be refused")
+    p.add_argument("--modality", help="with --check: the modality a model expects (CT or MR)")
+    p.add_argument("--allow-2d", action="store_true", help="with --check: accept single-slice images")
     p.set_defaults(func=run)
 
 
@@ -44,7 +49,15 @@ def run(args) -> int:
     path = Path(args.path)
     series = list_dicom_series(path) if path.is_dir() else []
     volume = read_image(path, series_uid=args.series)
+    warnings = []
+    if args.check:
+        from ..validation import check_inputs
+
+        warnings = check_inputs([volume], {"n_inputs": 1, "modality": args.modality, "allow_2d": args.allow_2d,
+                                           "model": f"a model for {args.modality}" if args.modality else "a model"})
     info = describe(volume)
+    if args.check:
+        info["check"] = {"ok": True, "warnings": warnings}
     if series:
         info["dicom_series"] = [
             {"uid": s.uid, "files": s.n_files, "modality": s.modality, "description": s.description,
@@ -69,6 +82,10 @@ def run(args) -> int:
     for l in info.get("labels", []):
         print(f"label {l['value']:>4}: {l['name']}  colour {tuple(round(c, 3) for c in l['color'])}"
               + (f"  [{l['terminology'].split('~')[2]}]" if l.get("terminology") else ""))
+    for w in warnings:
+        print(f"WARNING:     {w}")
+    if args.check:
+        print("check:       ok (a model would accept this image)")
     if series:
         print(f"DICOM series ({len(series)}; reading {volume.metadata.get('series_uid') or 'the largest'}):")
         for s in series:

@@ -9,7 +9,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..errors import InputError
-from .images import from_sitk
+from .images import from_sitk, quiet_native_stderr
 
 # Tags shown to a person. Patient name/ID are deliberately not read: they must never reach logs.
 _TAGS = {"0020|000e": "series_instance_uid", "0008|0060": "modality", "0008|103e": "description", "0020|0011": "series_number",
@@ -96,6 +96,38 @@ def list_dicom_series(folder) -> list:
     return found
 
 
+def _check_slice_spacing(series: DicomSeries) -> None:
+    """Refuse a series with missing or unevenly spaced slices: ITK only warns and then builds a
+    volume with one spacing, which puts every slice after the gap at the wrong position."""
+    if series.n_files < 3:
+        return
+    import numpy as np
+    import pydicom
+
+    positions, normal = [], None
+    for f in series.files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True,
+                                 specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+            ipp = np.array(ds.ImagePositionPatient, dtype=float)
+            if normal is None:
+                iop = np.array(ds.ImageOrientationPatient, dtype=float)
+                normal = np.cross(iop[:3], iop[3:])
+        except Exception:  # no position tags (or unreadable): leave it to the reader
+            return
+        positions.append(float(np.dot(normal, ipp)))
+    steps = np.diff(np.sort(positions))
+    if steps.size == 0:
+        return
+    typical = float(np.median(steps))
+    if typical <= 0 or np.max(np.abs(steps - typical)) > max(0.1 * typical, 0.01):
+        raise InputError(
+            f"DICOM series {series.uid} has missing or unevenly spaced slices "
+            f"(gaps from {steps.min():.3g} to {steps.max():.3g} mm; typical {typical:.3g} mm)",
+            "the series is incomplete or mixes several acquisitions: copy or export the whole series again",
+        )
+
+
 def read_dicom_series(folder, series_uid: str = None):
     """Read one series from a folder as a Volume: ``series_uid``, or the largest series."""
     series = list_dicom_series(folder)
@@ -110,10 +142,12 @@ def read_dicom_series(folder, series_uid: str = None):
         chosen = match[0]
     else:
         chosen = series[0]
+    _check_slice_spacing(chosen)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
     try:
-        image = reader.Execute()
+        with quiet_native_stderr():
+            image = reader.Execute()
     except RuntimeError as e:
         raise InputError(f"DICOM series {chosen.uid} in {folder} could not be read",
                          "the files may be corrupt or use an unsupported compression; re-export as uncompressed") from e

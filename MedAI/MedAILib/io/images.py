@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,15 +23,24 @@ SUPPORTED_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd",
 
 
 def from_sitk(image: sitk.Image, **metadata) -> Volume:
-    """SimpleITK image (LPS) -> Volume (RAS). 3D scalar images only."""
+    """SimpleITK image (LPS) -> Volume (RAS). 3D scalar images only (a 4D image with one frame is accepted)."""
+    name = Path(metadata["source"]).name if metadata.get("source") else "image"
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = sitk.Extract(image, list(image.GetSize()[:3]) + [0], [0, 0, 0, 0])
+    if image.GetDimension() == 4:
+        raise InputError(
+            f"{name} is 4D ({image.GetSize()[3]} frames, e.g. time points or b-values); MedAI works on 3D volumes",
+            "pick one frame and save it as its own 3D file (e.g. in Slicer: Sequences module, or fslsplit), then run on it",
+        )
     if image.GetDimension() != 3:
         raise InputError(
-            f"image has {image.GetDimension()} dimensions; MedAI works on 3D volumes",
-            "give a 3D volume (for a 4D series pick one frame first, e.g. with `medai info` to inspect it)",
+            f"{name} is {image.GetDimension()}D (a single image, size {' x '.join(map(str, image.GetSize()))}); "
+            "MedAI works on 3D volumes",
+            "give a 3D volume: the whole series (DICOM folder) or a 3D image file",
         )
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
-            f"image has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image)",
+            f"{name} has {image.GetNumberOfComponentsPerPixel()} components per voxel (colour or vector image)",
             "give a single-component (greyscale) volume",
         )
     array = sitk.GetArrayFromImage(image)  # KJI
@@ -49,12 +61,37 @@ def to_sitk(volume: Volume) -> sitk.Image:
     return image
 
 
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Capture what C++ readers (MetaIO, GDCM) print straight to the process's stderr, so a person
+    sees our one-line message only; the captured text goes to the debug log (``--debug``)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. inside a GUI): nothing to hide
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as buf:
+        os.dup2(buf.fileno(), fd)
+        try:
+            yield
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+            buf.seek(0)
+            text = buf.read().decode(errors="replace").strip()
+            if text:
+                logging.getLogger(__name__).debug("reader output: %s", text)
+
+
 def itk_reason(error: Exception, limit: int = 160) -> str:
     """The informative line of an ITK exception (drops source paths and object addresses)."""
     lines = [l.strip() for l in str(error).strip().splitlines() if l.strip()]
     line = next((l for l in lines if l.startswith("ITK ERROR")), lines[-1] if lines else "")
     line = re.sub(r"^ITK ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", line)
-    extra = next((l for l in lines if "expected" in l or "got only" in l or "Reason" in l), "")
+    extra = next((l for l in lines if ("expected" in l or "got only" in l or "Reason" in l)
+                  and "No such file or directory" not in l), "")  # errno left over from an earlier call
     if extra and extra != line:
         line = f"{line} {extra}"
     return line[:limit]
@@ -81,13 +118,36 @@ def _check_nifti_complete(path: Path) -> None:
                     if got >= expected:
                         break
         except (EOFError, OSError, zlib.error):
-            got = min(got, expected - 1)
+            raise InputError(f"{path.name} is truncated or damaged (its compressed data ends early or is corrupt)",
+                             "the file was not copied or written completely; copy or export it again") from None
     else:
         got = path.stat().st_size
     if got < expected:
         raise InputError(
             f"{path.name} is truncated ({got} of {expected} bytes of image data)",
             "the file was not copied or written completely; copy or export it again",
+        )
+
+
+def _check_fits_in_memory(path: Path) -> None:
+    """Read the header only and refuse an image larger than this computer's RAM before ITK allocates it."""
+    from ..validation import physical_memory_bytes
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        bytes_per_voxel = sitk.Image([1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
+    except RuntimeError:
+        return  # unreadable header: the full read below reports it
+    size = reader.GetSize()
+    need = int(np.prod(size, dtype=np.float64)) * reader.GetNumberOfComponents() * bytes_per_voxel
+    have = physical_memory_bytes()
+    if have and need > have:
+        raise InputError(
+            f"{path.name} is too large: {' x '.join(map(str, size))} voxels need {need / 1024 ** 3:.1f} GB, "
+            f"this computer has {have / 1024 ** 3:.1f} GB of memory",
+            "crop or downsample the image on a bigger computer first (or check its header: the size may be wrong)",
         )
 
 
@@ -112,8 +172,10 @@ def read_image(path, series_uid: str = None) -> Volume:
         raise InputError(f"{path.name} is empty (0 bytes)", "the file was not written completely; export it again")
     if full_suffix(path).lower() in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
+    _check_fits_in_memory(path)
     try:
-        image = sitk.ReadImage(str(path))
+        with quiet_native_stderr():
+            image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         if full_suffix(path).lower() not in SUPPORTED_IMAGE_SUFFIXES and path.suffix.lower() != ".dcm":
             raise InputError(
@@ -124,7 +186,27 @@ def read_image(path, series_uid: str = None) -> Volume:
             f"{path.name} could not be read (corrupt or truncated file?)",
             f"re-export or copy the file again; reader said: {itk_reason(e)}",
         ) from e
-    return from_sitk(image, source=str(path))
+    volume = from_sitk(image, source=str(path))
+    if full_suffix(path).lower() in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.floating):
+        _restore_nifti_non_finite(path, volume)
+    return volume
+
+
+def _restore_nifti_non_finite(path: Path, volume: Volume) -> None:
+    """ITK's NIfTI reader turns NaN voxels into 0 without a word; put them back (from nibabel) so
+    that validation sees and reports them instead of a model silently reading zeros."""
+    import nibabel as nib
+
+    try:
+        raw = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception:  # nibabel cannot read it: keep ITK's reading
+        return
+    raw = raw.reshape(raw.shape[:3]).T if raw.size == volume.array.size else None
+    if raw is None or raw.shape != volume.array.shape or not np.issubdtype(raw.dtype, np.floating):
+        return
+    bad = ~np.isfinite(raw)
+    if bad.any():
+        volume.array[bad] = raw[bad]
 
 
 def write_image(volume: Volume, path, compress: bool = True) -> Path:
