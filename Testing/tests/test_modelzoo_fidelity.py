@@ -361,3 +361,24 @@ def test_labels_from_metadata_argmax_and_sigmoid():
     sigmoid = labels_from_metadata(meta(["Tumor core", "Whole tumor", "Enhancing tumor"]), "sigmoid")
     assert [(l["value"], l["name"]) for l in sigmoid] == [(1, "Tumor core"), (2, "Whole tumor"), (3, "Enhancing tumor")]
     assert len({tuple(l["color"]) for l in argmax + sigmoid}) >= 3
+
+
+def test_swin_unetr_img_size_override_like_the_btcv_bundle(tmp_path):
+    """swin_unetr_btcv_segmentation's config passes img_size, which SwinUNETR no longer accepts."""
+    from bundle_factory import make_bundle
+
+    from MedAILib.bundles import load_bundle, trust
+
+    swin = {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 3, "feature_size": 12,
+            "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 6]}
+    folder = make_bundle(tmp_path / "swin", labels=("background", "spleen", "liver"), roi_size=(32, 32, 32),
+                         network_def=swin)
+    cfg_path = folder / "configs" / "inference.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["network_def"]["img_size"] = [32, 32, 32]
+    cfg_path.write_text(json.dumps(cfg))
+    trust.trust(folder)
+    b = load_bundle(folder)
+    assert any("img_size" in m for m in b.overrides_applied)
+    assert type(b.network).__name__ == "SwinUNETR"
+    assert "img_size" in json.loads(cfg_path.read_text())["network_def"], "the bundle on disk is untouched"
