@@ -382,3 +382,20 @@ def test_swin_unetr_img_size_override_like_the_btcv_bundle(tmp_path):
     assert any("img_size" in m for m in b.overrides_applied)
     assert type(b.network).__name__ == "SwinUNETR"
     assert "img_size" in json.loads(cfg_path.read_text())["network_def"], "the bundle on disk is untouched"
+
+
+def test_yaml_bundle_is_described_and_loads(tmp_path):
+    """Newer Model Zoo bundles (e.g. pediatric_abdominal_ct_segmentation) ship configs/inference.yaml."""
+    import yaml
+
+    from MedAILib.bundles import load_bundle, modelzoo, trust
+
+    folder = ct_unet_bundle(tmp_path / "yaml_bundle")
+    cfg = json.loads((folder / "configs" / "inference.json").read_text())
+    (folder / "configs" / "inference.yaml").write_text(yaml.safe_dump(cfg))
+    (folder / "configs" / "inference.json").unlink()
+    entry = modelzoo.entry_from_bundle(folder)
+    assert entry["spatial"]["spacing"] == [2.5, 3.0, 4.0] and entry["spatial"]["orientation"] == "RAS"
+    assert entry["spatial"]["intensity_window"] == [-57, 164]
+    trust.trust(folder)
+    assert load_bundle(folder).network is not None

@@ -42,8 +42,10 @@ MODELZOO_ENTRIES = "modelzoo_entries.json"  # optional extra file with the same 
 def _read_config_file(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".yaml", ".yml"):
-        import yaml  # MONAI depends on PyYAML only optionally; bundles in YAML need it anyway
-
+        try:
+            import yaml  # MONAI needs PyYAML only for YAML bundles
+        except ImportError as e:
+            raise ModelError(f"{path.name} is YAML but PyYAML is not installed", "pip install PyYAML") from e
         return yaml.safe_load(text) or {}
     return json.loads(text)
 
