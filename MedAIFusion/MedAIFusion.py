@@ -1,11 +1,16 @@
 """MedAIFusion: align volumes of different modalities and fuse them (MedAI engine).
 
-Skeleton with the loader-required classes. Where the work plugs in: the logic goes in
-``MedAIFusionLib/`` (one file per concern) and is reached from ``MedAIFusionLogic``; the widget
-wires the .ui sections in ``MedAIFusionWidget.setup``. Computation stays in the engine
-(``medai register`` / ``medai fuse`` run in a separate process through ``MedAISlicerLib.process``).
+Thin shell over MedAIFusionLib (runs of ``medai register`` / ``medai fuse`` in a separate process)
+and MedAISlicerLib (process + node conversion). Registration result: a transform node (the moving
+volume is put under it, so it shows aligned with the fixed one) and the moving volume resampled
+onto the fixed grid. Display: fixed as background, registered moving as foreground with an opacity
+slider, a checkerboard volume, or a colour overlay. Ensemble: several probability/label maps ->
+fused labels + an uncertainty volume.
 """
 
+import logging
+
+import qt
 import slicer
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -17,6 +22,8 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
+COLOUR_TABLES = ("Warm1", "Rainbow", "Green", "Magenta", "Iron")
+
 
 class MedAIFusion(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -26,7 +33,10 @@ class MedAIFusion(ScriptedLoadableModule):
         self.parent.dependencies = ["MedAI"]  # MedAI ships MedAILib and MedAISlicerLib
         self.parent.contributors = ["MedAI contributors (MedAI project)"]
         self.parent.helpText = _(
-            "Register volumes of different modalities, show them fused and run multi-input MedAI models. See "
+            "Register volumes of different modalities (rigid, affine or B-spline; mutual information), show "
+            "them fused (opacity, checkerboard, colour overlay) and combine several model outputs (mean, "
+            "weighted, majority vote, STAPLE) with an uncertainty map. Registration runs in a separate "
+            "process; <b>Cancel</b> stops it. See "
             "<a href='https://github.com/MedAI-project/SlicerMedAI/blob/main/docs/slicer.md'>the documentation</a>.")
         self.parent.acknowledgementText = _("Built on MONAI, PyTorch, SimpleITK and 3D Slicer.")
 
@@ -36,6 +46,8 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self._run = None
+        self._pollTimer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -44,14 +56,167 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = MedAIFusionLogic()
+        self._pollTimer = qt.QTimer()
+        self._pollTimer.setInterval(100)
+        self._pollTimer.connect("timeout()", self._poll)
+        for t in ("rigid", "affine", "bspline"):
+            self.ui.typeComboBox.addItem(t)
+        for c in COLOUR_TABLES:
+            self.ui.colourComboBox.addItem(c)
+        for m in ("mean", "weighted", "vote", "staple"):
+            self.ui.ensembleMethodComboBox.addItem(m)
+        self.ui.registerButton.connect("clicked(bool)", self.onRegister)
+        self.ui.opacitySlider.connect("valueChanged(double)", self.onOpacity)
+        self.ui.showFusedButton.connect("clicked(bool)", self.onShowFused)
+        self.ui.checkerboardButton.connect("clicked(bool)", self.onCheckerboard)
+        self.ui.colourOverlayButton.connect("clicked(bool)", self.onColourOverlay)
+        self.ui.ensembleButton.connect("clicked(bool)", self.onEnsemble)
 
     def cleanup(self) -> None:
+        if self._run is not None and self._run.running:
+            self._run.cancel()
         self.removeObservers()
+
+    # --- running -------------------------------------------------------------------------------
+    def _start(self, run) -> None:
+        self._run = run
+        self.ui.progressBar.value = 0
+        self.ui.registerButton.text = _("Cancel")
+        self._pollTimer.start()
+
+    def _poll(self) -> None:
+        if self._run is not None and not self._run.poll():
+            self._pollTimer.stop()
+
+    def _onProgress(self, fraction, message, eta_s):
+        if fraction is not None:
+            self.ui.progressBar.value = int(round(100 * fraction))
+        self.ui.statusLabel.text = message + (f" ({eta_s:.0f} s left)" if eta_s else "")
+
+    def _onCompleted(self, run) -> None:
+        self.ui.registerButton.text = _("Register")
+        if run.status == "done":
+            self.ui.progressBar.value = 100
+            self.ui.statusLabel.text = getattr(run, "metricText", "") or _("Done.")
+            if getattr(run, "outputVolume", None) is not None and hasattr(run, "fixedVolume"):
+                self.logic.showFused(run.fixedVolume, run.outputVolume, self.ui.opacitySlider.value)
+        elif run.status == "cancelled":
+            self.ui.statusLabel.text = _("Cancelled.")
+        else:
+            self.ui.statusLabel.text = _("Failed.")
+            slicer.util.errorDisplay(run.errorText)
+
+    def _callbacks(self) -> dict:
+        return {"progressCallback": self._onProgress, "completedCallback": self._onCompleted}
+
+    def onRegister(self) -> None:
+        if self._run is not None and self._run.running:
+            self._run.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Registration could not start."), waitCursor=True):
+            self._start(self.logic.register(self.ui.fixedVolumeSelector.currentNode(),
+                                            self.ui.movingVolumeSelector.currentNode(),
+                                            self.ui.typeComboBox.currentText,
+                                            applyToMoving=self.ui.applyTransformCheckBox.checked,
+                                            **self._callbacks()))
+
+    def onOpacity(self, value) -> None:
+        self.logic.setForegroundOpacity(value)
+
+    def onShowFused(self) -> None:
+        self.logic.showFused(self.ui.fixedVolumeSelector.currentNode(), self.ui.movingVolumeSelector.currentNode(),
+                             self.ui.opacitySlider.value)
+
+    def onCheckerboard(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Checkerboard failed."), waitCursor=True):
+            run = self.logic.checkerboard(self.ui.fixedVolumeSelector.currentNode(),
+                                          self.ui.movingVolumeSelector.currentNode(), wait=True)
+            if run.status != "done":
+                raise RuntimeError(run.errorText)
+
+    def onColourOverlay(self) -> None:
+        self.logic.showColourOverlay(self.ui.fixedVolumeSelector.currentNode(),
+                                     self.ui.movingVolumeSelector.currentNode(),
+                                     self.ui.opacitySlider.value, self.ui.colourComboBox.currentText)
+
+    def onEnsemble(self) -> None:
+        inputs = [self.ui.ensembleInput0Selector.currentNode(), self.ui.ensembleInput1Selector.currentNode(),
+                  self.ui.ensembleInput2Selector.currentNode()]
+        weights = [float(w) for w in self.ui.weightsLineEdit.text.replace(",", " ").split()] or None
+        with slicer.util.tryWithErrorDisplay(_("Ensemble failed."), waitCursor=True):
+            run = self.logic.ensemble(inputs, self.ui.ensembleMethodComboBox.currentText, weights, wait=True)
+            if run.status != "done":
+                raise RuntimeError(run.errorText)
 
 
 class MedAIFusionLogic(ScriptedLoadableModuleLogic):
+    """Batch-usable: every method works without the widget; ``wait=True`` blocks until the end."""
+
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self.enginePrefix = None  # tests point this at another command; None = medai in PythonSlicer
+        self._colourTable = None
+
+    def _go(self, run, wait):
+        run.start()
+        if wait:
+            run.wait()
+        return run
+
+    def register(self, fixedVolume, movingVolume, transformType="rigid", fixedMask=None, movingMask=None,
+                 applyToMoving=True, wait=False, **callbacks):
+        """Register moving to fixed in a ``medai register`` process. Returns the run: ``outputTransform``
+        (the moving volume is put under it when ``applyToMoving``), ``outputVolume`` (moving resampled on
+        the fixed grid), ``report`` (metric before/after, transform matrix)."""
+        from MedAIFusionLib.runs import RegistrationRun
+
+        run = RegistrationRun(fixedVolume, movingVolume, transformType, fixedMask, movingMask, applyToMoving,
+                              enginePrefix=self.enginePrefix, **callbacks)
+        return self._go(run, wait)
+
+    def checkerboard(self, fixedVolume, movingVolume, squares=(8, 8, 1), wait=False, show=True, **callbacks):
+        from MedAIFusionLib.runs import FuseRun
+
+        run = self._go(FuseRun("checkerboard", fixedVolume, movingVolume, squares=squares,
+                               enginePrefix=self.enginePrefix, **callbacks), wait)
+        if wait and show and run.status == "done":
+            slicer.util.setSliceViewerLayers(background=run.outputVolume, foreground=None)
+        return run
+
+    def blend(self, fixedVolume, movingVolume, alpha=0.5, wait=False, **callbacks):
+        from MedAIFusionLib.runs import FuseRun
+
+        return self._go(FuseRun("blend", fixedVolume, movingVolume, alpha=alpha, enginePrefix=self.enginePrefix,
+                                **callbacks), wait)
+
+    def ensemble(self, inputVolumes, method="mean", weights=None, uncertainty="entropy", wait=False, **callbacks):
+        from MedAIFusionLib.runs import EnsembleRun
+
+        return self._go(EnsembleRun(inputVolumes, method, weights, uncertainty, enginePrefix=self.enginePrefix,
+                                    **callbacks), wait)
+
+    # --- display (no computation: slice view layers and colour tables) ------------------------
+    def showFused(self, background, foreground, opacity=0.5) -> None:
+        if background is None or foreground is None:
+            raise ValueError("Choose the two volumes to show.")
+        slicer.util.setSliceViewerLayers(background=background, foreground=foreground,
+                                         foregroundOpacity=float(opacity))
+
+    def setForegroundOpacity(self, opacity) -> None:
+        slicer.util.setSliceViewerLayers(foregroundOpacity=float(opacity))
+
+    def showColourOverlay(self, background, overlay, opacity=0.5, colourTable="Warm1") -> None:
+        """Show ``overlay`` in colour over ``background`` (its display node gets a colour table)."""
+        if colourTable not in COLOUR_TABLES:
+            raise ValueError(f"colour table must be one of {COLOUR_TABLES}")
+        if overlay is None:
+            raise ValueError("Choose the volume to overlay.")
+        if self._colourTable is None or self._colourTable.GetScene() is None:
+            self._colourTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "MedAI overlay colours")
+        getattr(self._colourTable, f"SetTypeTo{colourTable}")()
+        overlay.CreateDefaultDisplayNodes()
+        overlay.GetDisplayNode().SetAndObserveColorNodeID(self._colourTable.GetID())
+        self.showFused(background, overlay, opacity)
 
 
 class MedAIFusionTest(ScriptedLoadableModuleTest):
@@ -61,8 +226,27 @@ class MedAIFusionTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_logic_without_gui()
+        self.test_register_sample_pair()
 
     def test_logic_without_gui(self):
         """The logic works without a widget (batch use) and has its parameter node."""
         logic = MedAIFusionLogic()
         self.assertIsNotNone(logic.getParameterNode())
+
+    def test_register_sample_pair(self):
+        """Register a copy of a volume that was moved by a known shift: the transform undoes it."""
+        import numpy as np
+
+        array = np.zeros((20, 40, 40), np.float32)
+        array[5:15, 10:30, 12:28] = 100
+        array[8:12, 15:20, 15:25] = 200
+        ijk = np.diag([2.0, 2.0, 3.0, 1.0])
+        fixed = slicer.util.addVolumeFromArray(array, ijk, "fixed")
+        moved = ijk.copy()
+        moved[:3, 3] = (4.0, -2.0, 3.0)
+        moving = slicer.util.addVolumeFromArray(array, moved, "moving")
+        run = MedAIFusionLogic().register(fixed, moving, "rigid", applyToMoving=True, wait=True)
+        self.assertEqual(run.status, "done", run.errorText)
+        found = np.array(run.report["fixed_to_moving_ras"])
+        self.assertTrue(np.allclose(found[:3, 3], (4.0, -2.0, 3.0), atol=0.5), found)
+        logging.info(run.metricText)

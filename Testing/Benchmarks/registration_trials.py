@@ -74,11 +74,8 @@ def main(argv=None) -> int:
     k, j, i = np.nonzero(mask.array)
     pts = fixed.ijk_to_ras_points(np.stack([i, j, k], 1)[::10])
     center = pts.mean(0)
-    # per-axis voxel size in RAS (axes of this grid are axis-aligned up to sign; general case: project)
-    axes = fixed.direction  # columns: I, J, K unit vectors in RAS
-
-    def voxel_units(err_ras):  # error vectors (N, 3) expressed along I, J, K in voxels
-        return (err_ras @ axes) / spacing
+    def voxel_units(err_ras, image):  # error vectors (N, 3) along the image's own I, J, K axes, in voxels
+        return (err_ras @ image.direction) / image.spacing
 
     strict_mm = 0.5 * float(spacing.min())
     print(f"{args.case}: fixed {args.fixed}, moving {args.moving}; grid {fixed.size_ijk}, spacing "
@@ -88,7 +85,9 @@ def main(argv=None) -> int:
     t0 = time.time()
     base = R.register(fixed, moving, **overrides)
     base_tre = R.tre_against_transform(base.transform, np.eye(4), pts)
-    print(f"un-offset pair: TRE vs identity mean {base_tre['mean']:.3f} max {base_tre['max']:.3f} mm "
+    base_vox = np.linalg.norm(voxel_units(base.map_points_ras(pts) - pts, moving), axis=1).max()
+    print(f"un-offset pair: TRE vs identity mean {base_tre['mean']:.3f} max {base_tre['max']:.3f} mm, "
+          f"max {base_vox:.3f} voxel units "
           f"({time.time() - t0:.0f} s); MI {base.metric_before:.4f} -> {base.metric_after:.4f}", flush=True)
 
     rng = np.random.default_rng(args.seed)
@@ -106,7 +105,8 @@ def main(argv=None) -> int:
         truth = pts @ a[:3, :3].T + a[:3, 3]
         err = found - truth
         tre = np.linalg.norm(err, axis=1)
-        vox = np.linalg.norm(voxel_units(err), axis=1)
+        # errors are positions in the MOVING image, so they are measured in its voxels (its axes turn with A)
+        vox = np.linalg.norm(voxel_units(err, moved), axis=1)
         # the offset recovered relative to the un-offset pair's own optimum: T_found vs A o T_base
         consistency = np.linalg.norm(found - (base.map_points_ras(pts) @ a[:3, :3].T + a[:3, 3]), axis=1)
         ok = bool(tre.mean() < strict_mm and vox.max() < 0.5)
@@ -114,7 +114,8 @@ def main(argv=None) -> int:
                "metric_before": res.metric_before, "metric_after": res.metric_after,
                "tre_mean_mm": float(tre.mean()), "tre_median_mm": float(np.median(tre)), "tre_max_mm": float(tre.max()),
                "voxel_units_max": float(vox.max()), "consistency_mean_mm": float(consistency.mean()),
-               "pass_strict": ok, "pass_voxel_units": bool(vox.max() < 0.5), "seconds": round(time.time() - t1, 1)}
+               "pass_strict": ok, "pass_voxel_units": bool(vox.max() < 0.5), "seconds": round(time.time() - t1, 1),
+               "found_fixed_to_moving_ras": res.fixed_to_moving_ras().tolist(), "true_fixed_to_moving_ras": a.tolist()}
         rows.append(row)
         print(f"{t:>5} {','.join(f'{x:+.1f}' for x in rot):>20} {','.join(f'{x:+.1f}' for x in shift):>20} "
               f"{res.metric_before:>9.4f} {res.metric_after:>9.4f} {tre.mean():>8.3f} {tre.max():>8.3f} "
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
         "tre_mean_mm_median": float(np.median(means)), "tre_mean_mm_max": float(means.max()),
         "tre_max_mm_median": float(np.median(maxes)), "tre_max_mm_max": float(maxes.max()),
         "consistency_mm_max": float(max(r["consistency_mean_mm"] for r in rows)),
-        "unoffset_pair_tre_vs_identity_mm": base_tre,
+        "unoffset_pair_tre_vs_identity_mm": base_tre, "unoffset_pair_voxel_units_max": float(base_vox),
     }
     print(json.dumps(summary, indent=2))
     (out / f"registration_trials_{args.case}_{args.fixed}_{args.moving}.json").write_text(

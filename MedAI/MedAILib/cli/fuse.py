@@ -34,6 +34,7 @@ def register(sub) -> None:
         m.add_argument("-o", "--output", required=True, help="output volume (.nii.gz/.nrrd; overlay: RGB .nrrd/.mha)")
         m.add_argument("--png", help="also save a PNG of the middle slice")
         m.add_argument("--slice", type=int, help="slice (K index) for the PNG (default: middle)")
+        m.add_argument("--progress", choices=["json"], help="print a machine-readable result line")
         if mode in ("blend", "overlay"):
             m.add_argument("--alpha", type=float, default=0.5, help="opacity of the second image (0..1)")
         if mode == "checkerboard":
@@ -71,10 +72,12 @@ def run(args) -> int:
     else:
         shown = blend.colour_overlay(base, other, args.alpha, args.colormap, args.threshold)
         blend.write_rgb(shown, base, args.output)
-    print(f"wrote {args.output}")
     if args.png:
         blend.save_png([shown], args.png, k=args.slice)
-        print(f"wrote {args.png}")
+    if args.progress == "json":
+        print(json.dumps({"event": "done", "outputs": [args.output] + ([args.png] if args.png else [])}))
+    else:
+        print(f"wrote {args.output}" + (f" and {args.png}" if args.png else ""))
     return 0
 
 
@@ -106,7 +109,8 @@ def run_ensemble(args) -> int:
     summary = {"method": result.method, "uncertainty": result.uncertainty_kind, **result.details,
                "labels_present": [int(x) for x in np.unique(result.labels.array)]}
     if getattr(args, "progress", None) == "json":
-        print(json.dumps({"event": "done", "output": args.output, "uncertainty": args.uncertainty, **summary}))
+        outputs = [args.output] + ([args.uncertainty] if args.uncertainty else [])
+        print(json.dumps({"event": "done", "outputs": outputs, **summary}))
     else:
         print(json.dumps(summary, indent=2))
         print(f"wrote {args.output}" + (f" and {args.uncertainty}" if args.uncertainty else ""), file=sys.stderr)

@@ -106,7 +106,8 @@ def run(args) -> int:
     with atomic_output(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
     if json_mode:
-        emit_json(event="done", transform=str(transform_path), resampled=str(resampled_path),
+        emit_json(event="done", outputs=[str(transform_path), str(resampled_path), str(out / "report.json")],
+                  transform=str(transform_path), resampled=str(resampled_path),
                   report=str(out / "report.json"), metric_before=result.metric_before,
                   metric_after=result.metric_after)
     else:

@@ -134,7 +134,95 @@ class vtkMRMLVolumeNode(vtkMRMLTransformableNode):
 
 
 class vtkMRMLScalarVolumeNode(vtkMRMLVolumeNode):
-    pass
+    def CreateDefaultDisplayNodes(self):
+        if self._references.get("display") is None and self._scene is not None:
+            display = self._scene.AddNewNodeByClass("vtkMRMLScalarVolumeDisplayNode")
+            self._references["display"] = display.GetID()
+
+    def GetDisplayNode(self):
+        return self.GetNodeReference("display")
+
+    def GetVolumeDisplayNode(self):
+        return self.GetDisplayNode()
+
+    def GetScalarVolumeDisplayNode(self):
+        return self.GetDisplayNode()
+
+
+class vtkMRMLScalarVolumeDisplayNode(vtkMRMLNode):
+    """Only the colour table reference and window/level (what MedAIFusion sets)."""
+
+    def __init__(self):
+        super().__init__()
+        self._color_node_id = None
+        self._window_level = None
+
+    def SetAndObserveColorNodeID(self, ColorNodeID):
+        self._color_node_id = ColorNodeID
+        self.Modified()
+
+    def GetColorNodeID(self):
+        return self._color_node_id
+
+    def GetColorNode(self):
+        return self._scene.GetNodeByID(self._color_node_id) if (self._scene and self._color_node_id) else None
+
+    def SetWindowLevelMinMax(self, min, max):  # noqa: A002 (Slicer's argument names)
+        self._window_level = (float(min), float(max))
+
+
+class vtkMRMLColorTableNode(vtkMRMLNode):
+    """Records which built-in table type was chosen (Slicer fills the lookup table from it)."""
+
+    def __init__(self):
+        super().__init__()
+        self._type = None
+
+    def __getattr__(self, name):
+        if name.startswith("SetTypeTo"):
+            def set_type():
+                self._type = name[len("SetTypeTo"):]
+            return set_type
+        raise AttributeError(name)
+
+    def GetTypeAsString(self):
+        return self._type or ""
+
+
+class vtkMRMLLinearTransformNode(vtkMRMLTransformableNode):
+    """A linear transform node holding its to-parent matrix (a real vtkMatrix4x4)."""
+
+    def __init__(self):
+        super().__init__()
+        self._to_parent = vtk.vtkMatrix4x4()
+
+    def IsLinear(self):
+        return 1
+
+    def GetMatrixTransformToParent(self, matrix=None):
+        if matrix is None:
+            return self._to_parent
+        matrix.DeepCopy(self._to_parent)
+        return 1
+
+    def GetMatrixTransformFromParent(self, matrix=None):
+        inv = vtk.vtkMatrix4x4()
+        inv.DeepCopy(self._to_parent)
+        inv.Invert()
+        if matrix is None:
+            return inv
+        matrix.DeepCopy(inv)
+        return 1
+
+    def SetMatrixTransformToParent(self, matrix):
+        self._to_parent.DeepCopy(matrix)
+        self.Modified()
+
+    def SetMatrixTransformFromParent(self, matrix):
+        inv = vtk.vtkMatrix4x4()
+        inv.DeepCopy(matrix)
+        inv.Invert()
+        self.SetMatrixTransformToParent(inv)
 
 
 class vtkMRMLLabelMapVolumeNode(vtkMRMLVolumeNode):
@@ -317,6 +405,7 @@ class vtkMRMLSubjectHierarchyNode(vtkMRMLNode):
 NODE_CLASSES = {c.__name__: c for c in (
     vtkMRMLNode, vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLScriptedModuleNode,
     vtkMRMLSegmentationNode, vtkMRMLSubjectHierarchyNode,
+    vtkMRMLScalarVolumeDisplayNode, vtkMRMLColorTableNode, vtkMRMLLinearTransformNode,
 )}
 
 

@@ -124,6 +124,55 @@ def loadVolume(filename, properties={}, returnNode=False):
     return addVolumeFromArray(vol.array, vol.ijk_to_ras, name)
 
 
+def loadLabelVolume(filename, properties={}, returnNode=False):
+    from MedAILib.io import read_image
+
+    vol = read_image(filename)
+    name = properties.get("name") or Path(filename).name.split(".")[0]
+    return addVolumeFromArray(vol.array, vol.ijk_to_ras, name, "vtkMRMLLabelMapVolumeNode")
+
+
+def loadTransform(filename, returnNode=False):
+    """Like Slicer for a linear ITK transform file: LPS -> RAS, and the file's (resampling)
+    transform becomes the node's FROM-parent transform. Written here from SimpleITK directly,
+    independent of MedAILib, so the engine's own conversion is checked against it."""
+    import SimpleITK as sitk
+
+    t = sitk.ReadTransform(str(filename))
+    if t.GetName() == "CompositeTransform":
+        t = t.GetNthTransform(0)
+    t = t.Downcast()
+    a = np.array(t.GetMatrix()).reshape(3, 3)
+    c = np.array(t.GetCenter())
+    offset = np.array(t.GetTranslation()) + c - a @ c
+    lps = np.eye(4)
+    lps[:3, :3], lps[:3, 3] = a, offset
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", Path(filename).name.split(".")[0])
+    node.SetMatrixTransformFromParent(vtkMatrixFromArray(flip @ lps @ flip))
+    return node
+
+
+def arrayFromTransformMatrix(transformNode, toWorld=False):
+    m = vtk.vtkMatrix4x4()
+    transformNode.GetMatrixTransformToParent(m)
+    return arrayFromVTKMatrix(m)
+
+
+sliceViewerLayers = {}  # what setSliceViewerLayers was last asked to show (tests read it)
+
+
+def setSliceViewerLayers(background="keep-current", foreground="keep-current", label="keep-current",
+                         foregroundOpacity=None, labelOpacity=None, fit=False, rotateToVolumePlane=False):
+    for key, value in (("background", background), ("foreground", foreground), ("label", label)):
+        if value != "keep-current":
+            sliceViewerLayers[key] = value.GetID() if hasattr(value, "GetID") else value
+    if foregroundOpacity is not None:
+        sliceViewerLayers["foregroundOpacity"] = float(foregroundOpacity)
+    if labelOpacity is not None:
+        sliceViewerLayers["labelOpacity"] = float(labelOpacity)
+
+
 # --- files, processes, packages ------------------------------------------------------------
 def tempDirectory(key="__SlicerTemp__", tempDir=None, includeDateTime=True):
     base = Path(tempDir or slicer.app.temporaryPath)

@@ -1,0 +1,229 @@
+"""MedAIFusion runs: volume nodes -> temporary files -> ``medai register`` / ``medai fuse`` process -> nodes.
+
+The engine does all the computing in its own process (GUI stays live, Cancel kills it); this file
+only moves data between MRML nodes and files and follows progress. MRML is touched on the
+caller's thread only (inside ``poll()``/``wait()``).
+
+Registration result in Slicer: the engine's ITK transform maps FIXED points to MOVING points
+(resampling direction). ``slicer.util.loadTransform`` stores it as the node's "from parent"
+transform, so putting the MOVING volume under the node shows it aligned with the FIXED volume.
+``RegistrationRun`` does exactly that when ``applyToMoving`` is set (no hardening: the original
+voxels stay untouched), and also loads the engine's resampled volume (moving on the fixed grid).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import slicer
+
+from MedAISlicerLib import nodes
+from MedAISlicerLib.process import EngineProcess, engine_command, engine_environment
+
+TRANSFORM_TYPES = ("rigid", "affine", "bspline")
+ENSEMBLE_METHODS = ("mean", "weighted", "vote", "staple")
+
+
+class EngineRun:
+    """Common life cycle: ``start()`` -> ``poll()``/``wait()`` -> ``status`` "done"/"failed"/"cancelled"."""
+
+    subcommand = ""
+    tempKey = "MedAIFusion"
+
+    def __init__(self, progressCallback: Optional[Callable] = None, logCallback: Optional[Callable] = None,
+                 completedCallback: Optional[Callable] = None, enginePrefix=None):
+        self.progressCallback, self.logCallback, self.completedCallback = progressCallback, logCallback, completedCallback
+        self.enginePrefix = enginePrefix
+        self.status = "created"
+        self.errorText = ""
+        self.tempDir = None
+        self.process: Optional[EngineProcess] = None
+
+    def _arguments(self) -> list:  # write inputs into self.tempDir, return the engine arguments
+        raise NotImplementedError
+
+    def _import(self, result) -> None:  # create/fill nodes from the files in self.tempDir
+        raise NotImplementedError
+
+    def start(self) -> "EngineRun":
+        self.tempDir = slicer.util.tempDirectory(self.tempKey)
+        try:
+            args = self._arguments()
+            env = engine_environment(slicer.util.startupEnvironment())
+            self.process = EngineProcess(engine_command(self.subcommand, args, self.enginePrefix), env=env,
+                                         on_progress=self._onProgress, on_log=self._log,
+                                         on_finished=self._onFinished, cleanup_dirs=[self.tempDir])
+            self._log("Running: " + " ".join(self.process.command))
+            self.process.start()
+        except Exception:
+            shutil.rmtree(self.tempDir, ignore_errors=True)
+            raise
+        self.status = "running"
+        return self
+
+    def poll(self) -> bool:
+        return self.process is not None and self.process.poll()
+
+    def wait(self, timeout=None) -> "EngineRun":
+        self.process.wait(timeout=timeout)
+        return self
+
+    def cancel(self) -> None:
+        if self.process is not None:
+            self.process.cancel()
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+    def _log(self, text):
+        logging.info(text)
+        if self.logCallback:
+            self.logCallback(text)
+
+    def _onProgress(self, fraction, message, eta_s):
+        if self.progressCallback:
+            self.progressCallback(fraction, message, eta_s)
+
+    def _onFinished(self, result):
+        try:
+            if result.cancelled:
+                self.status, self.errorText = "cancelled", "Cancelled."
+            elif not result.ok:
+                self.status, self.errorText = "failed", result.error_text()
+            else:
+                self._import(result)
+                self.status = "done"
+        except Exception as e:
+            logging.exception("importing the result failed")
+            self.status, self.errorText = "failed", f"Could not load the result: {e}"
+        self._log(f"{self.subcommand} {self.status}." + (f" {self.errorText}" if self.status == "failed" else ""))
+        if self.completedCallback:
+            self.completedCallback(self)
+
+
+class RegistrationRun(EngineRun):
+    """``medai register FIXED MOVING``: output transform node, resampled volume node, metrics."""
+
+    subcommand = "register"
+    tempKey = "MedAIFusionRegister"
+
+    def __init__(self, fixedVolume, movingVolume, transformType="rigid", fixedMask=None, movingMask=None,
+                 applyToMoving=False, **kwargs):
+        super().__init__(**kwargs)
+        if fixedVolume is None or movingVolume is None:
+            raise ValueError("Choose a fixed and a moving volume.")
+        if fixedVolume is movingVolume:
+            raise ValueError("The fixed and the moving volume are the same volume.")
+        if transformType not in TRANSFORM_TYPES:
+            raise ValueError(f"Registration type must be one of {TRANSFORM_TYPES}, not {transformType!r}.")
+        for v in (fixedVolume, movingVolume):
+            nodes.check_not_transformed(v)
+        self.fixedVolume, self.movingVolume = fixedVolume, movingVolume
+        self.fixedMask, self.movingMask = fixedMask, movingMask
+        self.transformType = transformType
+        self.applyToMoving = bool(applyToMoving)
+        self.outputTransform = None
+        self.outputVolume = None
+        self.report: dict = {}
+
+    def _arguments(self) -> list:
+        fixed = nodes.write_input_volume(self.fixedVolume, self.tempDir, "fixed")
+        moving = nodes.write_input_volume(self.movingVolume, self.tempDir, "moving")
+        self.outDir = Path(self.tempDir) / "out"
+        args = [fixed, moving, "-o", self.outDir, "--type", self.transformType, "--progress", "json"]
+        if self.fixedMask is not None:
+            args += ["--fixed-mask", nodes.write_input_volume(self.fixedMask, self.tempDir, "fixed_mask")]
+        if self.movingMask is not None:
+            args += ["--moving-mask", nodes.write_input_volume(self.movingMask, self.tempDir, "moving_mask")]
+        return args
+
+    def _import(self, result) -> None:
+        self.report = json.loads((self.outDir / "report.json").read_text())
+        suffix = ".tfm" if self.transformType != "bspline" else ".h5"
+        transform = slicer.util.loadTransform(str(self.outDir / f"transform{suffix}"))
+        transform.SetName(f"{self.movingVolume.GetName()} to {self.fixedVolume.GetName()}")
+        volume = slicer.util.loadVolume(str(self.outDir / "moving_resampled.nii.gz"),
+                                        {"name": f"{self.movingVolume.GetName()} registered", "show": False})
+        self.outputTransform, self.outputVolume = transform, volume
+        nodes.place_next_to(volume, self.fixedVolume)
+        if self.applyToMoving:
+            self.movingVolume.SetAndObserveTransformNodeID(transform.GetID())
+
+    @property
+    def metricText(self) -> str:
+        if not self.report:
+            return ""
+        return (f"Mattes MI {self.report['metric_before']:.4f} -> {self.report['metric_after']:.4f} "
+                "(lower is better)")
+
+
+class FuseRun(EngineRun):
+    """``medai fuse blend|checkerboard BASE OTHER``: one new scalar volume on BASE's grid."""
+
+    subcommand = "fuse"
+    tempKey = "MedAIFusionFuse"
+
+    def __init__(self, mode, baseVolume, otherVolume, alpha=0.5, squares=(8, 8, 1), **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("blend", "checkerboard"):
+            raise ValueError(f"mode must be blend or checkerboard, not {mode!r}")
+        if baseVolume is None or otherVolume is None:
+            raise ValueError("Choose two volumes.")
+        self.mode, self.baseVolume, self.otherVolume = mode, baseVolume, otherVolume
+        self.alpha, self.squares = float(alpha), [int(s) for s in squares]
+        self.outputVolume = None
+
+    def _arguments(self) -> list:
+        base = nodes.write_input_volume(self.baseVolume, self.tempDir, "base")
+        other = nodes.write_input_volume(self.otherVolume, self.tempDir, "other")
+        self.outPath = Path(self.tempDir) / f"{self.mode}.nii.gz"
+        extra = ["--alpha", self.alpha] if self.mode == "blend" else ["--squares", *self.squares]
+        return [self.mode, base, other, "-o", self.outPath, "--progress", "json", *extra]
+
+    def _import(self, result) -> None:
+        self.outputVolume = slicer.util.loadVolume(str(self.outPath), {
+            "name": f"{self.baseVolume.GetName()} {self.mode} {self.otherVolume.GetName()}", "show": False})
+        nodes.place_next_to(self.outputVolume, self.baseVolume)
+
+
+class EnsembleRun(EngineRun):
+    """``medai fuse ensemble``: fused label map node + uncertainty volume node on the first input's grid."""
+
+    subcommand = "fuse"
+    tempKey = "MedAIFusionEnsemble"
+
+    def __init__(self, inputVolumes, method="mean", weights=None, uncertainty="entropy", **kwargs):
+        super().__init__(**kwargs)
+        inputVolumes = [v for v in inputVolumes if v is not None]
+        if len(inputVolumes) < 2:
+            raise ValueError("An ensemble needs at least two probability or label maps.")
+        if method not in ENSEMBLE_METHODS:
+            raise ValueError(f"method must be one of {ENSEMBLE_METHODS}, not {method!r}")
+        if method == "weighted" and (not weights or len(weights) != len(inputVolumes)):
+            raise ValueError(f"Give one weight per input ({len(inputVolumes)}).")
+        self.inputVolumes, self.method, self.weights, self.uncertainty = inputVolumes, method, weights, uncertainty
+        self.outputLabels = None
+        self.outputUncertainty = None
+
+    def _arguments(self) -> list:
+        paths = [nodes.write_input_volume(v, self.tempDir, f"input{n}") for n, v in enumerate(self.inputVolumes)]
+        self.labelsPath = Path(self.tempDir) / "fused.nii.gz"
+        self.uncertaintyPath = Path(self.tempDir) / "uncertainty.nii.gz"
+        args = ["ensemble", *paths, "--method", self.method, "-o", self.labelsPath, "--uncertainty",
+                self.uncertaintyPath, "--uncertainty-kind", self.uncertainty, "--progress", "json"]
+        if self.method == "weighted":
+            args += ["--weights", *self.weights]
+        return args
+
+    def _import(self, result) -> None:
+        first = self.inputVolumes[0]
+        self.outputLabels = slicer.util.loadLabelVolume(str(self.labelsPath), {"name": f"{first.GetName()} ensemble {self.method}"})
+        self.outputUncertainty = slicer.util.loadVolume(str(self.uncertaintyPath), {
+            "name": f"{first.GetName()} ensemble {self.uncertainty}", "show": False})
+        for node in (self.outputLabels, self.outputUncertainty):
+            nodes.place_next_to(node, first)

@@ -1,0 +1,137 @@
+"""MedAIFusion Logic end to end with the Slicer stand-in: nodes -> `medai register` / `medai fuse`
+process -> transform node, resampled volume, checkerboard, colour overlay, ensemble nodes.
+
+The stand-in (Testing/slicer_standin) is not Slicer; it follows ../shared/slicer-api/. Its
+``loadTransform`` converts the ITK file to a RAS "from parent" matrix with its own code (as Slicer
+does), so the direction convention of the engine's transform file is checked independently here.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slicer_support import standin
+
+
+@pytest.fixture
+def slicer(monkeypatch, tmp_path):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
+    s = standin.activate()
+    yield s
+    s.reset()
+
+
+def _matrix(slicer, node):
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    return slicer.util.arrayFromVTKMatrix(m)
+
+
+@pytest.fixture
+def pair(slicer):
+    from test_registration import phantom
+
+    from MedAILib.fusion import registration as R
+
+    fixed, other = phantom(contrast="t1"), phantom(contrast="t2")
+    truth = R.rigid_ras_matrix((3.0, -2.0, 5.0), (4.0, -3.0, 2.0))
+    moving = R.move_frame(other, truth)
+    n_fixed = slicer.util.addVolumeFromArray(fixed.array, fixed.ijk_to_ras, "T1 phantom")
+    n_moving = slicer.util.addVolumeFromArray(moving.array, moving.ijk_to_ras, "T2 phantom")
+    return n_fixed, n_moving, truth
+
+
+def _logic():
+    import MedAIFusion
+
+    return MedAIFusion.MedAIFusionLogic()
+
+
+def test_register_gives_transform_node_and_resampled_volume(slicer, pair):
+    fixed, moving, truth = pair
+    progress = []
+    run = _logic().register(fixed, moving, "rigid", applyToMoving=True, wait=True,
+                            progressCallback=lambda f, m, e: progress.append(f))
+    assert run.status == "done", run.errorText
+    assert progress and max(p for p in progress if p is not None) > 0.5
+    # Slicer's view of the file: FROM-parent = fixed->moving in RAS; equals the known offset, not its inverse
+    from_parent = slicer.util.arrayFromVTKMatrix(run.outputTransform.GetMatrixTransformFromParent())
+    assert np.abs(from_parent[:3, 3] - truth[:3, 3]).max() < 0.5, from_parent
+    assert np.abs(from_parent[:3, :3] - truth[:3, :3]).max() < 0.01
+    np.testing.assert_allclose(from_parent, run.report["fixed_to_moving_ras"], atol=1e-4)
+    # the moving volume is shown aligned: it sits under the new transform node
+    assert moving.GetTransformNodeID() == run.outputTransform.GetID()
+    # the resampled volume lies on the fixed grid
+    out = run.outputVolume
+    assert np.allclose(_matrix(slicer, out), _matrix(slicer, fixed))
+    assert slicer.util.arrayFromVolume(out).shape == slicer.util.arrayFromVolume(fixed).shape
+    assert run.report["metric_after"] < run.report["metric_before"]
+    assert "Mattes MI" in run.metricText
+    assert not list(Path(slicer.app.temporaryPath).glob("MedAIFusionRegister*"))  # temp folder removed
+
+
+def test_register_cancel_leaves_nothing(slicer, pair):
+    import time
+
+    fixed, moving, _ = pair
+    run = _logic().register(fixed, moving, "affine", applyToMoving=True)
+    t0 = time.monotonic()
+    seen = []
+    run.progressCallback = lambda f, m, e: seen.append(f)
+    while run.poll() and not seen and time.monotonic() - t0 < 60:
+        time.sleep(0.05)
+    run.cancel()
+    assert run.status == "cancelled"
+    assert run.outputTransform is None and run.outputVolume is None
+    assert moving.GetTransformNodeID() is None
+    assert not slicer.mrmlScene.GetNodesByClass("vtkMRMLLinearTransformNode")
+
+
+def test_register_refuses_bad_inputs(slicer, pair):
+    fixed, moving, _ = pair
+    with pytest.raises(ValueError, match="same volume"):
+        _logic().register(fixed, fixed)
+    with pytest.raises(ValueError, match="type"):
+        _logic().register(fixed, moving, "elastic")
+
+
+def test_fused_display_checkerboard_and_colour_overlay(slicer, pair):
+    fixed, moving, _ = pair
+    logic = _logic()
+    logic.showFused(fixed, moving, 0.3)
+    layers = slicer.util.sliceViewerLayers
+    assert layers["background"] == fixed.GetID() and layers["foreground"] == moving.GetID()
+    assert layers["foregroundOpacity"] == pytest.approx(0.3)
+    logic.setForegroundOpacity(0.8)
+    assert layers["foregroundOpacity"] == pytest.approx(0.8)
+    logic.showColourOverlay(fixed, moving, 0.6, "Rainbow")
+    colour = moving.GetDisplayNode().GetColorNode()
+    assert colour is not None and colour.GetTypeAsString() == "Rainbow"
+    run = logic.checkerboard(fixed, moving, squares=(4, 4, 1), wait=True)
+    assert run.status == "done", run.errorText
+    assert np.allclose(_matrix(slicer, run.outputVolume), _matrix(slicer, fixed))
+    assert layers["background"] == run.outputVolume.GetID()
+    cb = slicer.util.arrayFromVolume(run.outputVolume)
+    assert 0.0 <= cb.min() and cb.max() <= 1.0 and len(np.unique(cb)) > 10
+
+
+def test_ensemble_makes_labels_and_uncertainty_on_input_grid(slicer, pair):
+    fixed, _, _ = pair
+    base = slicer.util.arrayFromVolume(fixed)
+    m = _matrix(slicer, fixed)
+    maps = [slicer.util.addVolumeFromArray((base > t).astype(np.uint8), m, f"model {t}", "vtkMRMLLabelMapVolumeNode")
+            for t in (150, 160, 170)]
+    run = _logic().ensemble(maps, "vote", uncertainty="disagreement", wait=True)
+    assert run.status == "done", run.errorText
+    labels = slicer.util.arrayFromVolume(run.outputLabels)
+    np.testing.assert_array_equal(labels, (base > 160).astype(labels.dtype))
+    assert run.outputLabels.IsA("vtkMRMLLabelMapVolumeNode")
+    unc = slicer.util.arrayFromVolume(run.outputUncertainty)
+    assert unc.shape == base.shape and np.allclose(_matrix(slicer, run.outputUncertainty), m)
+    assert unc.max() == pytest.approx(1 / 3, abs=1e-5)
+    with pytest.raises(ValueError, match="one weight per input"):
+        _logic().ensemble(maps, "weighted", weights=[1, 2])
