@@ -399,3 +399,17 @@ def test_yaml_bundle_is_described_and_loads(tmp_path):
     assert entry["spatial"]["intensity_window"] == [-57, 164]
     trust.trust(folder)
     assert load_bundle(folder).network is not None
+
+
+def test_bundle_loading_each_input_under_its_own_key_gets_one_input_per_key(tmp_path):
+    """Like renalStructures_CECT_segmentation: LoadImaged(keys=[artery, vein, excret, label])."""
+    from MedAILib.bundles import modelzoo
+
+    folder = ct_unet_bundle(tmp_path / "phases")
+    cfg = json.loads((folder / "configs" / "inference.json").read_text())
+    cfg["preprocessing"]["transforms"][0]["keys"] = ["artery", "vein", "excret", "label"]
+    (folder / "configs" / "inference.json").write_text(json.dumps(cfg))
+    entry = modelzoo.entry_from_bundle(folder)
+    assert [(i["name"], i["modality"], i["channel"]) for i in entry["inputs"]] == \
+        [("artery", "CT", 0), ("vein", "CT", 1), ("excret", "CT", 2)]
+    assert entry["input_count"] == 3

@@ -214,6 +214,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "bundle"
 
 
+NON_IMAGE_KEYS = ("label", "labels", "seg", "mask", "pred")
+
+
+def loaded_image_keys(config: dict) -> list:
+    """The data keys the preprocessing's LoadImaged reads, labels excluded (['image'] for most bundles;
+    several for bundles that load each input under its own key, e.g. renal CECT's artery/vein/excret)."""
+    for t in _transforms(config, "preprocessing"):
+        if _target_name(t) in ("LoadImaged", "LoadImage"):
+            keys = _deref(config, t.get("keys", "image"))
+            keys = [keys] if isinstance(keys, str) else [_deref(config, k) for k in keys or []]
+            return [k for k in keys if isinstance(k, str) and k.lower() not in NON_IMAGE_KEYS]
+    return ["image"]
+
+
 SPATIAL_KEYS = ("spacing", "orientation", "intensity_window", "intensity_normalisation", "roi_size")
 
 
@@ -248,6 +262,10 @@ def entry_from_bundle(bundle, model_id: Optional[str] = None, facts: Optional[di
         spatial.pop("roi_size")
     inputs = [{k: v for k, v in i.items() if k in ("name", "modality", "channel", "num_channels")}
               for i in inputs_from_metadata(meta)] or [{"name": "image", "modality": ""}]
+    keys = loaded_image_keys(f["config"])
+    if len(keys) > 1 and len(inputs) == 1:  # one file per key, concatenated by the bundle itself
+        modality = inputs[0].get("modality", "")
+        inputs = [{"name": k, "modality": modality, "channel": c} for c, k in enumerate(keys)]
     entry = {
         "id": (model_id or _slug(meta.get("name") and root.name or root.name)).lower(),
         "title": meta.get("name") or meta.get("task") or root.name,
