@@ -83,6 +83,11 @@ def _label_from_segment(s: dict, value: int) -> LabelInfo:
     return LabelInfo(value, s.get("name", s.get("id", f"label_{value}")), color, term_str)
 
 
+# gzip level for .seg.nrrd voxels. slicerio's default (9) spends ~10x the time of level 1 on label
+# maps (2 s vs 0.2 s at 256^3) for files that stay tiny either way; the voxels read back identical.
+SEG_NRRD_GZIP_LEVEL = 1
+
+
 def write_segmentation(volume: Volume, path) -> Path:
     """Write a labelmap Volume as ``.seg.nrrd`` (segments with names, colours, terminology) or as a
     plain labelmap image (.nii.gz etc.). Atomic: a partial file never appears under ``path``."""
@@ -117,5 +122,5 @@ def write_segmentation(volume: Volume, path) -> Path:
         "masterRepresentation": "Binary labelmap",
     }
     with atomic_output(path) as tmp:
-        slicerio.write_segmentation(str(tmp), segmentation)
+        slicerio.write_segmentation(str(tmp), segmentation, compression_level=SEG_NRRD_GZIP_LEVEL)
     return path
