@@ -37,7 +37,9 @@ def write_input_volume(volumeNode, folder, stem: str) -> Path:
     from MedAILib.io import write_image
 
     path = Path(folder) / f"{stem}.nrrd"
-    write_image(volume_from_node(volumeNode), path)
+    # Uncompressed: this runs on Slicer's main thread and the file lives only until the run ends;
+    # gzip would block the GUI for seconds on a CT-sized volume (docs/performance.md).
+    write_image(volume_from_node(volumeNode), path, compress=False)
     return path
 
 
