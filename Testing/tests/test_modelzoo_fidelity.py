@@ -413,3 +413,21 @@ def test_bundle_loading_each_input_under_its_own_key_gets_one_input_per_key(tmp_
     assert [(i["name"], i["modality"], i["channel"]) for i in entry["inputs"]] == \
         [("artery", "CT", 0), ("vein", "CT", 1), ("excret", "CT", 2)]
     assert entry["input_count"] == 3
+
+
+def test_weights_named_by_the_configs_checkpoint_loader(tmp_path):
+    """pediatric_abdominal_ct_segmentation keeps its weights in models/dynunet_FT.pt."""
+    import torch
+
+    from MedAILib.bundles import load_bundle, trust
+
+    folder = ct_unet_bundle(tmp_path / "ckpt")
+    (folder / "models" / "model.pt").rename(folder / "models" / "dynunet_FT.pt")
+    cfg = json.loads((folder / "configs" / "inference.json").read_text())
+    cfg["handlers"][0]["load_path"] = "$@bundle_root + '/models/dynunet_FT.pt'"
+    (folder / "configs" / "inference.json").write_text(json.dumps(cfg))
+    trust.trust(folder)
+    b = load_bundle(folder)
+    assert b.weights_path.name == "dynunet_FT.pt"
+    expected = torch.load(folder / "models" / "dynunet_FT.pt", weights_only=True)
+    assert all(torch.equal(v, expected[k]) for k, v in b.network.state_dict().items() if k in expected)

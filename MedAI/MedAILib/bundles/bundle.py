@@ -134,11 +134,29 @@ class Bundle:
     # --- network ---------------------------------------------------------------------------
     @property
     def weights_path(self) -> Path:
-        w = _find(self.path / "models", WEIGHT_NAMES)
+        w = _find(self.path / "models", WEIGHT_NAMES) or self._checkpoint_loader_path()
         if w is None:
             raise ModelError(f"bundle {self.path.name} has no models/model.pt",
                              "download the model again (`medai models download ID`) or check the bundle folder")
         return w
+
+    def _checkpoint_loader_path(self) -> Optional[Path]:
+        """Weights named by the config's own CheckpointLoader (Model Zoo bundles such as
+        pediatric_abdominal_ct_segmentation load models/dynunet_FT.pt, not models/model.pt)."""
+        for section in ("handlers", "checkpointloader"):
+            raw = self.parser.get(section)
+            items = raw if isinstance(raw, list) else [raw]
+            for i, h in enumerate(items):
+                if isinstance(h, dict) and str(h.get("_target_", "")).split(".")[-1] == "CheckpointLoader":
+                    key = f"{section}#{i}#load_path" if isinstance(raw, list) else f"{section}#load_path"
+                    try:
+                        p = Path(str(self.parser.get_parsed_content(key)))
+                    except Exception:  # noqa: BLE001 - an unresolvable path just means "not found"
+                        continue
+                    p = p if p.is_absolute() else self.path / p
+                    if p.is_file() and self.path in p.resolve().parents:
+                        return p
+        return None
 
     @property
     def network(self) -> torch.nn.Module:
