@@ -116,6 +116,13 @@ def test_dice_per_label_is_exact_on_known_masks():
 def test_cli_train_segmentation_is_registered():
     from MedAILib.cli import build_parser
 
+    import argparse
+
     args = build_parser().parse_args(["train", "segmentation", "--data", "D", "--split", "S.json", "--out", "O",
                                       "--epochs", "3"])
-    assert args.epochs == 3 and args.network == "unet" and callable(args.func)
+    assert args.task == "segmentation" and callable(args.func)
+    # the trainer's own parser (built only when `medai train` runs, to keep start-up fast)
+    tp = argparse.ArgumentParser()
+    seg.add_arguments(tp)
+    targs = tp.parse_args(args.task_args)
+    assert targs.epochs == 3 and targs.network == "unet"

@@ -7,4 +7,15 @@ Layout follows MONAI's own ``monai/bundle``: :mod:`.catalogue` (what models exis
 
 from .cache import medai_home  # noqa: F401
 from .catalogue import Catalogue, CatalogueEntry, load_catalogue  # noqa: F401
-from .bundle import Bundle, load_bundle, resolve_model  # noqa: F401
+
+# .bundle imports torch (seconds); load it only when used so that `medai info`, `medai models list`
+# and every CLI start-up stay fast.
+_LAZY = {"Bundle", "load_bundle", "resolve_model"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import bundle
+
+        return getattr(bundle, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
