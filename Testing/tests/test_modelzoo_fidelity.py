@@ -197,7 +197,7 @@ def test_models_add_refuses_untrusted_and_registers_trusted(tmp_path, medai_home
     assert not trust_status(folder)[0]
 
 
-def test_models_add_without_terminology_never_trusts_silently(tmp_path, monkeypatch):
+def test_models_add_without_a_terminal_never_trusts_silently(tmp_path, monkeypatch):
     from MedAILib.bundles import modelzoo
 
     def no_terminal(prompt=""):
