@@ -128,7 +128,9 @@ def labels_from_model_space(labels, data: dict, bundle, n_classes: Optional[int]
     if n * max(orig_voxels, int(np.prod(labels.shape[1:]))) * 4 > ONEHOT_LIMIT_BYTES:
         return from_model_space(labels.float(), data, bundle, nearest=True).round().long()
     onehot = torch.nn.functional.one_hot(labels[0], n).permute(3, 0, 1, 2).float()
-    return torch.argmax(from_model_space(onehot, data, bundle, nearest=False), dim=0, keepdim=True)
+    from .argmax import channel_argmax
+
+    return channel_argmax(from_model_space(onehot, data, bundle, nearest=False))
 
 
 def labels_to_volume(labels_ijk: torch.Tensor, reference: Volume, label_infos) -> Volume:
@@ -149,10 +151,12 @@ def _postprocess(bundle, data: dict, logits: torch.Tensor) -> torch.Tensor:
     """The bundle's own post-processing (minus saving); nearest-neighbour inverse if it has no Invertd."""
     from monai.transforms import Compose, Invertd
 
+    from .argmax import FastArgmaxd, channel_argmax, is_plain_argmax
     from .bundles.bundle import IO_TRANSFORMS
 
     post = bundle.postprocessing
     steps = [t for t in (post.transforms if post is not None else []) if type(t).__name__ not in IO_TRANSFORMS]
+    steps = [FastArgmaxd(t) if is_plain_argmax(t) else t for t in steps]  # same labels, ~5x faster argmax
     inverted = any(isinstance(t, Invertd) for t in steps)
     d = {"image": data["image"], "pred": _as_model_output(logits, data["image"])}
     if steps:
@@ -160,7 +164,7 @@ def _postprocess(bundle, data: dict, logits: torch.Tensor) -> torch.Tensor:
     pred = d["pred"]
     pred = pred.as_tensor() if hasattr(pred, "as_tensor") else torch.as_tensor(pred)
     if pred.shape[0] > 1:  # still one channel per class: argmax
-        pred = torch.argmax(pred, dim=0, keepdim=True)
+        pred = channel_argmax(pred)
     if not inverted:
         pred = labels_from_model_space(pred, data, bundle, n_classes=int(logits.shape[0]))
     return pred
