@@ -220,3 +220,19 @@ def test_cli_end_to_end(tiny_bundle, medai_env, tmp_path, capsys):
     assert events[-1]["failed"] == [str(tmp_path / "missing.nii.gz")]
     assert (tmp_path / "batch" / "mr_ct.nii.gz").exists()
     assert not [p for p in (tmp_path / "batch").iterdir() if "partial" in p.name]
+
+
+def test_catalogue_checksum_protects_the_shipped_weights(tmp_path, monkeypatch):
+    """A shipped bundle whose weights differ from the catalogue's sha256 is refused."""
+    import shutil
+
+    from MedAILib.errors import ModelError
+
+    res = tmp_path / "Resources"
+    shutil.copytree(REPO_ROOT / "Resources", res, ignore=shutil.ignore_patterns("*.png", "hippocampus_unet"))
+    monkeypatch.setenv("MEDAI_RESOURCES", str(res))
+    assert find_bundle("t2_to_flair_gan").path == res / "Models" / "t2_to_flair_gan"
+    with open(res / "Models" / "t2_to_flair_gan" / "models" / "model.pt", "ab") as f:
+        f.write(b"tampered")
+    with pytest.raises(ModelError, match="checksum"):
+        find_bundle("t2_to_flair_gan")

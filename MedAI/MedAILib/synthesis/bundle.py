@@ -128,7 +128,12 @@ def find_bundle(model_id: str) -> SynthesisBundle:
     if catalogue is not None and model_id in catalogue:
         entry = catalogue.get(model_id)
         if entry.is_shipped:
-            return SynthesisBundle(entry.shipped_path())
+            bundle = SynthesisBundle(entry.shipped_path())
+            expected = entry.raw.get("sha256")
+            if expected and bundle.weights_path.exists() and sha256_of(bundle.weights_path) != expected:
+                raise ModelError(f"the weights of {model_id} do not match the catalogue checksum",
+                                 "the installed file was changed or damaged; re-install MedAI")
+            return bundle
         from ..bundles.download import ensure_model
 
         return SynthesisBundle(ensure_model(entry))
