@@ -167,6 +167,8 @@ class MedAITest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_engine_and_catalogue_load()
+        self.setUp()
+        self.test_convert_modality()
 
     def test_engine_and_catalogue_load(self):
         """The shipped engine imports inside Slicer and its model catalogue is readable."""
@@ -176,3 +178,22 @@ class MedAITest(ScriptedLoadableModuleTest):
         ids = [e.id for e in load_catalogue()]
         self.delayDisplay(f"Catalogue models: {', '.join(ids)}")
         self.assertIn("hippocampus_unet", ids)
+
+    def test_convert_modality(self):
+        """Convert a brain MR with the shipped T2 -> FLAIR model the way a user would (separate
+        process, new output volume) and check the result lies on the input's grid."""
+        import numpy as np
+        import SampleData
+        import vtk
+
+        inputVolume = SampleData.downloadSample("MRHead")
+        self.delayDisplay("Converting MRHead with t2_to_flair_gan (a T1 image: an OOD warning is expected)")
+        run = MedAILogic().synthesize(inputVolume, None, "t2_to_flair_gan", device="cpu", wait=True)
+        self.assertEqual(run.status, "done", run.errorText)
+        a, b = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        inputVolume.GetIJKToRASMatrix(a)
+        run.outputVolume.GetIJKToRASMatrix(b)
+        self.assertTrue(np.allclose(slicer.util.arrayFromVTKMatrix(a), slicer.util.arrayFromVTKMatrix(b)))
+        self.assertEqual(slicer.util.arrayFromVolume(run.outputVolume).shape,
+                         slicer.util.arrayFromVolume(inputVolume).shape)
+        self.delayDisplay("Out-of-distribution warning: " + (run.oodWarning or "none"))
