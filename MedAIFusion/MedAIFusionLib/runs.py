@@ -144,8 +144,8 @@ class RegistrationRun(EngineRun):
 
     def _import(self, result) -> None:
         self.report = json.loads((self.outDir / "report.json").read_text())
-        suffix = ".tfm" if self.transformType != "bspline" else ".h5"
-        transform = slicer.util.loadTransform(str(self.outDir / f"transform{suffix}"))
+        # .tfm for linear results, .h5 for B-spline: the report names the file written
+        transform = slicer.util.loadTransform(str(self.report["outputs"]["transform"]))
         transform.SetName(f"{self.movingVolume.GetName()} to {self.fixedVolume.GetName()}")
         volume = slicer.util.loadVolume(str(self.outDir / "moving_resampled.nii.gz"),
                                         {"name": f"{self.movingVolume.GetName()} registered", "show": False})

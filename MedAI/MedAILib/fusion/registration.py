@@ -96,10 +96,11 @@ class RegistrationResult:
     init: str
     settings: dict
     tre_mm: Optional[dict] = None
+    note: Optional[str] = None     # set when the result is the starting alignment (see register)
 
     @property
     def is_linear(self) -> bool:
-        return self.transform_type in ("rigid", "affine")
+        return self.transform_type in ("rigid", "affine") or not isinstance(self.transform, sitk.CompositeTransform)
 
     def fixed_to_moving_ras(self) -> np.ndarray:
         """4x4 RAS matrix mapping fixed points to moving points (linear transforms only)."""
@@ -132,6 +133,8 @@ class RegistrationResult:
             d["rotation_deg"], d["translation_mm"] = round(rot, 4), round(shift, 4)
         if self.tre_mm is not None:
             d["tre_mm"] = self.tre_mm
+        if self.note:
+            d["note"] = self.note
         return d
 
 
@@ -460,7 +463,8 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
             r.SetOptimizerScalesFromPhysicalShift()
         return configure
 
-    rigid, its, stop = runner.run_linear(regular_step(s.learning_rate), _initial_rigid(fixed_img, moving_img, init),
+    start = _initial_rigid(fixed_img, moving_img, init)
+    rigid, its, stop = runner.run_linear(regular_step(s.learning_rate), sitk.Euler3DTransform(start),
                                          fixed_img, moving_img, spans[0], "rigid")
     iterations.append({"rigid": its})
     stops.append(stop)
@@ -492,11 +496,21 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
         final = sitk.CompositeTransform([rigid, bspline])
 
     metric_after = _metric(runner, fixed_img, moving_img, final)
+    note = None
+    metric_start = _metric(runner, fixed_img, moving_img, start)
+    if metric_after > metric_start:
+        # Safety net: the optimiser ended worse (by its own full-resolution metric) than where it
+        # started, e.g. a weak multimodal signal led the coarse levels astray. Keep the start.
+        note = (f"registration did not improve the metric ({metric_start:.4f} at the start, {metric_after:.4f} "
+                f"after); the starting alignment ({init}) was kept")
+        final, metric_after = start, metric_start
+        if progress is not None:
+            progress.log(note)
     if progress is not None:
         progress.update(0.98, "resampling moving image onto the fixed grid")
     resampled = resample_to(moving, fixed, "linear", final)
     return RegistrationResult(final, resampled, s.transform_type, metric_before, metric_after, iterations,
-                              stops, init, s.to_dict())
+                              stops, init, s.to_dict(), note=note)
 
 
 def _unwrap(t: sitk.Transform) -> sitk.Transform:
