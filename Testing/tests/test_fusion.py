@@ -133,14 +133,22 @@ def test_cli_register_end_to_end(tmp_path, capsys):
     write_image(fixed, tmp_path / "fixed.nii.gz")
     write_image(moving, tmp_path / "moving.nii.gz")
     R.save_transform(R.transform_from_ras_matrix(a), tmp_path / "truth.tfm")
+    # landmarks: plain CSV (RAS) for fixed; Slicer .fcsv (LPS) for moving = A(fixed points)
+    pts = np.array([[10.0, -5.0, 3.0], [-12.0, 8.0, -6.0], [0.0, 20.0, 9.0]])
+    moved_pts = pts @ a[:3, :3].T + a[:3, 3]
+    (tmp_path / "f.csv").write_text("x,y,z\n" + "\n".join(",".join(map(str, p)) for p in pts))
+    (tmp_path / "m.fcsv").write_text("# Markups fiducial file version = 4.11\n# CoordinateSystem = LPS\n"
+                                      + "\n".join(f"p{i},{-p[0]},{-p[1]},{p[2]},0,0,0,1,1,1,0,F-{i},," for i, p in enumerate(moved_pts)))
     out = tmp_path / "out"
     rc = main(["register", str(tmp_path / "fixed.nii.gz"), str(tmp_path / "moving.nii.gz"), "-o", str(out),
-               "--shrink", "2", "1", "--true-transform", str(tmp_path / "truth.tfm"), "--progress", "json"])
+               "--shrink", "2", "1", "--true-transform", str(tmp_path / "truth.tfm"), "--progress", "json",
+               "--landmarks", str(tmp_path / "f.csv"), str(tmp_path / "m.fcsv")])
     assert rc == 0
     lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
     assert lines[0]["event"] == "progress" and lines[-1]["event"] == "done"
     report = json.loads((out / "report.json").read_text())
     assert report["tre_mm"]["true_transform"]["mean"] < 1.0
+    assert report["tre_mm"]["landmarks"]["n_points"] == 3 and report["tre_mm"]["landmarks"]["max"] < 1.0
     assert report["metric_after"] < report["metric_before"]
     resampled = read_image(out / "moving_resampled.nii.gz")
     assert resampled.same_grid(fixed)
