@@ -206,6 +206,11 @@ def test_cli_end_to_end(tiny_bundle, medai_env, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "MAE" in text and "PSNR" in text and "SSIM" in text
     assert read_image(out).same_grid(read_image(mr))
+    # `medai evaluate image` scores the written file the same way (head mask of the source).
+    mae_printed = float(text.split("MAE ")[1].split()[0])
+    assert main(["evaluate", "image", str(out), str(ct), "--source", str(mr), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["mae"] == pytest.approx(mae_printed, abs=1e-3) and set(scored) >= {"psnr", "ssim"}
     before = out.stat().st_mtime_ns
     assert main(["synthesize", str(mr), "-o", str(out), "--model", str(bundle)]) != 0
     assert "--overwrite" in capsys.readouterr().err and out.stat().st_mtime_ns == before

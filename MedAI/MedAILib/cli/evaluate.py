@@ -1,0 +1,38 @@
+"""``medai evaluate <kind> ...``: score results against references.
+
+Each kind is a module with ``add_arguments(parser)`` and ``run(args) -> int``; add yours to
+``EVALUATORS`` (name -> module path). Kinds whose module is absent are left out of the help.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> module with add_arguments(parser) and run(args); order = order in --help.
+EVALUATORS = {
+    "image": "MedAILib.metrics.evaluate_image",
+}
+
+
+def _module(path: str):
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as e:
+        if e.name == path:
+            return None  # evaluator not built yet
+        raise
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="score results against references (image similarity, ...)",
+                       description=__doc__.split("\n")[0])
+    esub = p.add_subparsers(dest="evaluator", metavar="KIND")
+    for name, path in EVALUATORS.items():
+        module = _module(path)
+        if module is None:
+            continue
+        doc = (module.__doc__ or name).strip().split("\n")[0]
+        ep = esub.add_parser(name, help=doc, description=doc)
+        module.add_arguments(ep)
+        ep.set_defaults(func=module.run)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
