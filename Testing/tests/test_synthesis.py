@@ -155,6 +155,7 @@ def _phantom_case(folder, seed):
     folder.mkdir(parents=True)
     write_image(Volume(mr.astype(np.float32), m), folder / "mr.nii.gz")
     write_image(Volume(ct.astype(np.int16), m), folder / "ct.nii.gz")
+    write_image(Volume(head.astype(np.uint8), m), folder / "mask.nii.gz")  # SynthRAD's optional mask
 
 
 def _medai(env, *args, cwd=None):

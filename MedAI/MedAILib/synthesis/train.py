@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from ..errors import InputError
+from ..io import to_sitk
 from . import ood
 from .bundle import SynthesisBundle, write_bundle
 from .evaluate import reference_on_grid, score
@@ -101,12 +103,21 @@ class CaseData:
     """One training case in model space: normalised source/target (Z, Y, X), mask, and OOD features."""
 
     def __init__(self, pair, cfg):
-        src_v, tgt_v, _ = pair.load()
+        src_v, tgt_v, mask_v = pair.load()
         self.pair, self.source, self.target = pair, src_v, tgt_v
         img, self.src, self.mask = model_space_arrays(src_v, cfg)
         self.tgt = target_to_model_space(tgt_v, img, self.mask, cfg)
         self.stacks = slice_stacks(self.src, cfg["slices"])
         self.features = ood_features(src_v, img, self.src, self.mask)
+        # A given mask (SynthRAD mask.nii.gz) only decides where training patches are taken; the
+        # normalisation keeps the automatic mask because that is what inference can compute.
+        self.sample_mask = self.mask
+        if mask_v is not None:
+            m = sitk.Resample(sitk.Cast(to_sitk(mask_v), sitk.sitkFloat32), img, sitk.Transform(),
+                              sitk.sitkNearestNeighbor, 0.0)
+            given = sitk.GetArrayFromImage(m) > 0.5
+            if given.any():
+                self.sample_mask = given
 
 
 def _sample_batch(cases, n, patch, rng, transforms):
@@ -119,7 +130,7 @@ def _sample_batch(cases, n, patch, rng, transforms):
         # Pad to at least the patch size, then crop around a random foreground pixel.
         pad = [(0, 0)] + [(max(0, patch - s) // 2, max(0, patch - s) - max(0, patch - s) // 2) for s in st.shape[1:]]
         st, tg = np.pad(st, pad, mode="edge"), np.pad(tg, pad, mode="edge")
-        m = np.pad(c.mask[z], pad[1:], mode="constant")
+        m = np.pad(c.sample_mask[z], pad[1:], mode="constant")
         ys, xs = np.nonzero(m) if m.any() else (np.array([st.shape[1] // 2]), np.array([st.shape[2] // 2]))
         i = int(rng.integers(len(ys)))
         y0 = int(np.clip(ys[i] - patch // 2, 0, st.shape[1] - patch))
