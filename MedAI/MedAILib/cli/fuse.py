@@ -12,6 +12,7 @@ OTHER/OVERLAY are resampled onto BASE's grid by world coordinates: register them
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -23,7 +24,8 @@ from ..io import read_image, write_image
 
 def register(sub) -> None:
     p = sub.add_parser("fuse", help="blend / checkerboard / colour overlay of two images, or ensemble of model outputs",
-                       description=__doc__.split("\n", 1)[1])
+                       description=__doc__.split("\n", 1)[1],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     modes = p.add_subparsers(dest="mode", metavar="MODE")
     for mode, help_text in (("blend", "alpha blend of two images"),
                             ("checkerboard", "checkerboard of two images"),

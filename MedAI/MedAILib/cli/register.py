@@ -11,6 +11,7 @@ Writes into OUT_DIR:
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ from ..progress import Progress, emit_json
 
 def register(sub) -> None:
     p = sub.add_parser("register", help="register MOVING to FIXED (rigid, affine or B-spline; Mattes MI)",
-                       description=__doc__.split("\n", 1)[1] if __doc__ else None)
+                       description=__doc__.split("\n", 1)[1] if __doc__ else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("fixed", help="fixed (reference) image file or DICOM folder")
     p.add_argument("moving", help="moving image file or DICOM folder")
     p.add_argument("-o", "--output", required=True, help="output folder")
