@@ -66,7 +66,19 @@ def run(args) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     outputs = output_paths(args.inputs, args.output, bundle.target)
-    outer = Progress(json_stream=sys.stdout if as_json else None)
+    bar = None
+    if not as_json and sys.stderr.isatty():  # a live bar for people; nothing in logs and pipes
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}",
+                   file=sys.stderr, leave=False)
+
+    def to_bar(fraction, message, eta):
+        if bar is not None and fraction is not None:
+            bar.n = round(100 * fraction, 1)
+            bar.set_postfix_str(message[:60], refresh=True)
+
+    outer = Progress(callback=to_bar, json_stream=sys.stdout if as_json else None)
     n, failed, written = len(args.inputs), [], []
 
     def say(text: str, **event) -> None:
@@ -120,6 +132,8 @@ def run(args) -> int:
             print(f"medai: error: {name}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             if as_json:
                 emit_json(event="case_error", input=inp, message=f"{type(e).__name__}: {e}", hint="")
+    if bar is not None:
+        bar.close()
     if as_json:
         emit_json(event="done", outputs=written, failed=failed)  # same protocol as `medai segment`
     elif n > 1:
