@@ -126,3 +126,10 @@ def test_cli_train_segmentation_is_registered():
     seg.add_arguments(tp)
     targs = tp.parse_args(args.task_args)
     assert targs.epochs == 3 and targs.network == "unet"
+
+
+def test_lr_schedule_is_plain_float_and_decays():
+    # A numpy scalar in the optimiser state makes the resume checkpoint unloadable with weights_only=True.
+    lrs = [seg._lr_at(e, 30, 2e-3) for e in range(30)]
+    assert all(type(x) is float for x in lrs)
+    assert lrs[2] == pytest.approx(2e-3) and lrs[-1] < 1e-4 and lrs[10] > lrs[20]

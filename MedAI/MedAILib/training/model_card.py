@@ -16,6 +16,16 @@ def model_card(info: dict, meta: dict) -> str:
                 "units per level, instance norm, PReLU")
     else:
         arch = f"MONAI `DynUNet`, 3D, filters {info['filters']}, kernel 3, strides 1-2-2-2, instance norm"
+    cmd_list = info.get("commands") or [info.get("command") or ""]
+    commands = "\n".join(cmd_list)
+    cmd_intro = ("Command (from the repository root; `--work-dir` holds checkpoints and the loss log, "
+                 "`--resume` continues an interrupted run):")
+    if len(cmd_list) > 1:
+        cmd_intro = ("Commands, run in this order from the repository root. The later ones continue from the "
+                     "checkpoint in `--work-dir` (`--resume`); where `--epochs` grows, the cosine learning-rate "
+                     "schedule is recomputed for the new length, so training continues as a warm restart at a "
+                     "lower learning rate. Shuffling and augmentation are seeded per epoch, so the sequence is "
+                     "reproducible:")
     return f"""# MedAI hippocampus segmentation ({'UNet' if info.get('network', 'unet') == 'unet' else 'DynUNet'}, MONAI bundle)
 
 Segments the **anterior hippocampus** (head, label 1) and the **posterior hippocampus** (body and
@@ -52,11 +62,10 @@ tail, label 2) in a 3D MRI crop around one hippocampus (label 0 is background).
 - Hardware: CPU only, {info['threads']} torch thread on a 2-core virtual machine shared with several
   other jobs (load average about 9 during the run; one thread was much faster than two under that
   load); training wall time {minutes:.0f} min (excluding data caching).
-- Command (from the repository root; `--work-dir` holds checkpoints and the loss log, `--resume`
-  continues an interrupted run):
+- {cmd_intro}
 
 ```
-{info.get('command') or 'medai train segmentation --data ../shared/data/msd-hippocampus --split Resources/Models/hippocampus_unet/split.json --out Resources/Models/hippocampus_unet'}
+{commands}
 ```
 
   The per-epoch loss and validation Dice are in `docs/training_log.csv`.

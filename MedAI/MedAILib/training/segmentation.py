@@ -258,9 +258,10 @@ def evaluate_bundle(bundle_dir: str | os.PathLike, items: list[dict]) -> dict:
 def _lr_at(epoch: int, epochs: int, lr: float, warmup: int = 3) -> float:
     # Short linear warm-up, then cosine decay to 1% over the planned epochs.
     if epoch < warmup:
-        return lr * (epoch + 1) / warmup
+        return float(lr * (epoch + 1) / warmup)
     t = (epoch - warmup) / max(1, epochs - warmup)
-    return lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t)))
+    # A Python float: a numpy scalar in the optimiser state would not load with weights_only=True.
+    return float(lr * (0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * t))))
 
 
 def train(
@@ -321,6 +322,8 @@ def train(
         log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
     elif log_path.exists():
         log_path.unlink()
+    # Every command that contributed to these weights (a resumed run has more than one).
+    state.setdefault("commands", []).append(command)
 
     new_log = not log_path.exists()
     with open(log_path, "a", newline="", encoding="utf-8") as f:
@@ -375,7 +378,7 @@ def train(
         "network": network,
         "n_train": len(train_ids), "n_val": len(val_ids), "best_epoch": state["best_epoch"],
         "val_dice": state["best_scores"], "train_seconds": round(state["elapsed_s"], 1),
-        "threads": threads, "command": command,
+        "threads": threads, "command": command, "commands": [c for c in state["commands"] if c],
     }
     write_bundle(out_dir, net_def, best_state, info, log_path)
     # The reported figures come from the shipped pipeline (inference.json: preprocessing, inferer,
@@ -517,7 +520,7 @@ def metadata(info: dict) -> dict:
         },
         "training": {k: info.get(k) for k in ("network", "epochs", "best_epoch", "seed", "batch_size", "lr",
                                               "filters", "n_train", "n_val", "train_seconds", "threads",
-                                              "command")},
+                                              "commands")},
     }
 
 
