@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import io
 import json
 import logging
 import random
@@ -270,8 +271,10 @@ def write_bundle(out, state_dict, net_def: dict, size: int, card: str | None = N
     out = Path(out)
     for sub in ("configs", "models", "docs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()  # via bytes: the zip records in the file would otherwise carry the temp name
+    torch.save(state_dict, buf)
     with atomic_output(out / "models" / "model.pt") as tmp:
-        torch.save(state_dict, tmp)
+        tmp.write_bytes(buf.getvalue())
     sha = hashlib.sha256((out / "models" / "model.pt").read_bytes()).hexdigest()
     meta = {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
@@ -394,7 +397,7 @@ def evaluate_bundle(bundle, data, split="test", tta=False, threshold=0.5, limit=
 
     x, y = load_split(data, split, limit)
     p = predict_proba(load_bundle_network(bundle), x, tta=tta)
-    return classification_metrics(y, p, threshold=threshold)
+    return classification_metrics(y, p, threshold=threshold, class_names=[CLASS_NAMES[k] for k in sorted(CLASS_NAMES)])
 
 
 # ------------------------------------------------------------------------------------------ CLI
@@ -422,13 +425,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--card-notes", default=None, help="markdown file appended to the model card (what was tried)")
 
 
-def finalize(out, data, summary: dict, command: str, notes: str = "", threshold: float = 0.5) -> dict:
-    """Write the bundle from the run's best weights, then measure val and (once) test for its card."""
+def finalize(out, data, summary: dict, command: str, notes: str = "", threshold: float = 0.5,
+             weights=None) -> dict:
+    """Write the bundle from the run's best weights, then measure val and (once) test for its card.
+
+    ``weights`` defaults to ``<out>/train/final_best.pt`` (the run that trained into ``out``).
+    """
     from ..metrics.classification import format_metrics
     from .classification_card import model_card
 
     out = Path(out)
-    sd = torch.load(out / "train" / "final_best.pt", weights_only=True)
+    sd = torch.load(weights or out / "train" / "final_best.pt", weights_only=True)
     write_bundle(out, sd, summary["network_def"], summary["size"],
                  extra_meta={"training": {k: summary[k] for k in ("network", "epochs", "lr", "augment", "seed",
                                                                     "best_epoch", "best_auc")},
