@@ -76,6 +76,12 @@ def test_smoke_train_resume_and_bundle(npz, tmp_path):
     s2 = tc.train(npz, out, epochs=2, limit=48, batch_size=16, seed=3, resume=True)
     log = [json.loads(line) for line in (out / "train" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2] and s2["epochs_done"] == 2
+    # ... and ends where an uninterrupted run with the same seed ends, weight for weight.
+    ref = tc.train(npz, tmp_path / "ref", epochs=2, limit=48, batch_size=16, seed=3)
+    assert ref["best_auc"] == s2["best_auc"]
+    a = torch.load(out / "train" / "last.pt", weights_only=False)["net"]
+    b = torch.load(tmp_path / "ref" / "train" / "last.pt", weights_only=False)["net"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
     sd = torch.load(out / "train" / "final_best.pt", weights_only=True)
     tc.write_bundle(out, sd, s2["network_def"], s2["size"])
     meta = json.loads((out / "configs" / "metadata.json").read_text())

@@ -106,6 +106,18 @@ def train_transforms(kind: str, seed: int):
     return c
 
 
+def _random_generators(compose) -> list:
+    """The numpy RandomStates of every random transform (and random sub-part, e.g. RandAffine's grid)."""
+    from monai.transforms import Randomizable
+
+    if compose is None:
+        return []
+    out = []
+    for t in compose.transforms:
+        out += [t.R] + [v.R for v in vars(t).values() if isinstance(v, Randomizable) and v is not t]
+    return out
+
+
 class _Augmented(torch.utils.data.Dataset):
     def __init__(self, x, y, transform):
         self.x, self.y, self.t = x, y, transform
@@ -189,7 +201,8 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
         torch.set_rng_state(c["torch_rng"])
         np.random.set_state(c["np_rng"])
         random.setstate(c["py_rng"])
-        loader.dataset.t and loader.dataset.t.set_random_state(seed=seed + state["epoch"])
+        for r, st in zip(_random_generators(loader.dataset.t), c["aug"]):  # resume == no interruption
+            r.set_state(st)
         log.info("resumed at epoch %d", state["epoch"])
     config = dict(network=network, network_def=net_def, size=int(xtr.shape[-1]), epochs=epochs,
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
@@ -229,6 +242,7 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                         "avg": avg.state_dict() if avg is not None else None, "state": state,
                         "gen": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                        "aug": [r.get_state() for r in _random_generators(loader.dataset.t)],
                         "np_rng": np.random.get_state(), "py_rng": random.getstate()}, tmp)
         log.info("epoch %s", rec)
         if progress is not None:

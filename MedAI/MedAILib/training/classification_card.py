@@ -28,12 +28,14 @@ def model_card(summary: dict, val: dict, test: dict, command: str, size_bytes: i
     s = summary
     rows = "\n".join(f"| {n} | {a:.3f} | {c:.3f} |" for n, a, c in MEDMNIST_V2_ADRENAL)
     cm = test["confusion_matrix"]
+    smoke = (f"\n> **Smoke run:** only the first {s['limit']} cases of each split were used; the figures "
+             "below say nothing about the model's real accuracy.\n" if s.get("limit") else "")
     return f"""# MedAI adrenal gland classifier (AdrenalMNIST3D, MONAI bundle)
 
 Classifies the **3D shape of one adrenal gland** (a binary mask) as **normal (0)** or
 **hyperplasia (1)**. Output: two softmax probabilities. Research and teaching only; not a medical
 device.
-
+{smoke}
 ## Data
 - **AdrenalMNIST3D** from MedMNIST v2: 1,584 left and right adrenal glands of 792 patients
   (Zhongshan Hospital, Fudan University), each a 3D mask drawn by an expert endocrinologist on
