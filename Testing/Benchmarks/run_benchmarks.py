@@ -433,7 +433,7 @@ def markdown(result: dict) -> str:
             if "error" in r:
                 L.append(f"| {r['network']} | {size} | | failed: {r['error'][:80]} | | | | | |")
                 continue
-            secs = (f"~{r['seconds_est']} (extrapolated from {100 * r['fraction_done']:.0f}% of windows)"
+            secs = (f"~{r['seconds_est']} (extrapolated from {100 * r['fraction_done']:.1f}% of windows)"
                     if r["extrapolated"] else f"{r['seconds']} (n={r['runs']})")
             within = ("yes" if r["within_target"] else "no") + (" (lower bound)" if r["extrapolated"] else "")
             L.append(f"| {r['network']} | {size} | {r['input_mb']} | {secs} | {r['peak_rss_mb']} | "
