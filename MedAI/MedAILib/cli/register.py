@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--smoothing", type=float, nargs="+", help="Gaussian sigma in mm per level (default 2 1 0)")
     p.add_argument("--sampling", type=float, nargs="+", help="fraction of voxels sampled per level (default 0.1 0.1 0.2)")
     p.add_argument("--iterations", type=int, help="optimiser iterations per level (default 300)")
+    p.add_argument("--learning-rate", type=float, help="first optimiser step in mm (default 2; try 0.25 for weak "
+                                                        "multimodal pairs such as T2 vs DWI)")
     p.add_argument("--bspline-grid", type=float, help="B-spline control point spacing in mm (default 60)")
     p.add_argument("--progress", choices=["json"], help="print machine-readable progress lines (for Slicer)")
     p.set_defaults(func=run)
@@ -56,6 +58,8 @@ def _overrides(args) -> dict:
         o["sampling_percentage"] = tuple(args.sampling)
     if args.iterations:
         o["iterations"] = args.iterations
+    if args.learning_rate:
+        o["learning_rate"] = args.learning_rate
     if args.bspline_grid:
         o["bspline_grid_mm"] = args.bspline_grid
     levels = len(o.get("shrink_factors", (4, 2, 1)))
