@@ -166,6 +166,7 @@ def test_engine_input_written_uncompressed_reads_back_identical(tmp_path):
         slicer.reset()
 
 
+@pytest.mark.slow  # four fresh interpreters (torch + MONAI imports): ~40 s idle, 2 min on a loaded 2-core machine
 def test_benchmark_quick_smoke(tmp_path):
     """The benchmark suite runs end to end and writes every section (no timing assertions)."""
     out = tmp_path / "bench"
