@@ -11,6 +11,7 @@ import importlib
 # name -> module with add_arguments(parser) and run(args); order = order in --help.
 EVALUATORS = {
     "image": "MedAILib.metrics.evaluate_image",
+    "classification": "MedAILib.metrics.evaluate_classification",
 }
 
 
