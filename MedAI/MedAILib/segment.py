@@ -147,9 +147,14 @@ def labels_to_volume(labels_ijk: torch.Tensor, reference: Volume, label_infos) -
 
 # --- the whole pipeline ------------------------------------------------------------------------
 
-def _postprocess(bundle, data: dict, logits: torch.Tensor) -> torch.Tensor:
-    """The bundle's own post-processing (minus saving); nearest-neighbour inverse if it has no Invertd."""
-    from monai.transforms import Compose, Invertd
+def _postprocess(bundle, data: dict, logits) -> torch.Tensor:
+    """The bundle's own post-processing (minus saving); nearest-neighbour inverse if it has no Invertd.
+
+    ``logits`` may be handed over in a one-element list, which is emptied: the network output is
+    then freed as soon as the first step has replaced it (one C x model-grid float buffer less at
+    the peak; the steps run one at a time, as Compose runs them, so replaced inputs are dropped).
+    """
+    from monai.transforms import Invertd, apply_transform
 
     from .argmax import FastArgmaxd, channel_argmax, is_plain_argmax
     from .bundles.bundle import IO_TRANSFORMS
@@ -158,15 +163,19 @@ def _postprocess(bundle, data: dict, logits: torch.Tensor) -> torch.Tensor:
     steps = [t for t in (post.transforms if post is not None else []) if type(t).__name__ not in IO_TRANSFORMS]
     steps = [FastArgmaxd(t) if is_plain_argmax(t) else t for t in steps]  # same labels, ~5x faster argmax
     inverted = any(isinstance(t, Invertd) for t in steps)
+    if isinstance(logits, list):
+        logits = logits.pop()
+    n_classes = int(logits.shape[0])
     d = {"image": data["image"], "pred": _as_model_output(logits, data["image"])}
-    if steps:
-        d = Compose(steps)(d)
+    del logits
+    for t in steps:
+        d = apply_transform(t, d, map_items=True, unpack_items=False)
     pred = d["pred"]
     pred = pred.as_tensor() if hasattr(pred, "as_tensor") else torch.as_tensor(pred)
     if pred.shape[0] > 1:  # still one channel per class: argmax
         pred = channel_argmax(pred)
     if not inverted:
-        pred = labels_from_model_space(pred, data, bundle, n_classes=int(logits.shape[0]))
+        pred = labels_from_model_space(pred, data, bundle, n_classes=n_classes)
     return pred
 
 
@@ -215,7 +224,8 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
     data = to_model_space(volumes, bundle)
     image = data["image"]
     progress.stage(0.1, 0.9).update(0.0, f"running {bundle.name} on {dev.type}")
-    logits = run_inferer(bundle.inferer, bundle.network, image.as_tensor()[None], dev, progress, cancel)[0]
+    # Held in a list that _postprocess empties, so the logits can be freed mid post-processing.
+    logits = [run_inferer(bundle.inferer, bundle.network, image.as_tensor()[None], dev, progress, cancel)[0]]
     cancel.check()
     progress.stage(0.9, 1.0).update(0.0, "post-processing")
     pred = _postprocess(bundle, data, logits)

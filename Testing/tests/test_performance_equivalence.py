@@ -5,6 +5,8 @@
   agree on >= 97% of voxels (random-weight networks have many near-ties; trained ones agree more).
 - class argmax one channel at a time (``MedAILib.argmax``) instead of ``torch.argmax`` over dim 0:
   identical labels, dtype and metadata, ties and NaN included; whole segmentation identical.
+- the network output handed to post-processing in a list that is emptied (freed mid-way):
+  identical labels to passing the tensor itself.
 - .seg.nrrd written with gzip level 1 instead of 9: the file reads back identical.
 - the Slicer Logic's temporary engine input written uncompressed: the engine reads the same volume.
 - the benchmark's smoke run (``--quick``) writes its JSON with every section.
@@ -109,6 +111,19 @@ def test_segmentation_identical_with_and_without_fast_argmax(small_bundle, monke
     assert after.dtype == before.dtype and after.shape == arr.shape
     np.testing.assert_array_equal(after, before)
     assert (after > 0).any()
+
+
+def test_postprocess_releasing_logits_gives_identical_labels(small_bundle):
+    from MedAILib.segment import _postprocess, to_model_space
+
+    rng = np.random.default_rng(6)
+    vol = Volume(rng.normal(0, 1, size=(26, 30, 34)).astype(np.float32), np.diag([1.3, 0.7, 1.1, 1.0]))
+    data = to_model_space([vol], small_bundle)
+    logits = torch.randn((3, *data["image"].shape[1:]), generator=torch.Generator().manual_seed(0))
+    kept = _postprocess(small_bundle, data, logits.clone())
+    held = [logits.clone()]
+    released = _postprocess(small_bundle, data, held)
+    assert held == [] and torch.equal(kept, released) and tuple(kept.shape[1:]) == vol.size_ijk
 
 
 def test_seg_nrrd_fast_gzip_reads_back_identical(tmp_path, monkeypatch):
