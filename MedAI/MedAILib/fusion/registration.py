@@ -499,11 +499,24 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
     note = None
     metric_start = _metric(runner, fixed_img, moving_img, start)
     if metric_after > metric_start:
-        # Safety net: the optimiser ended worse (by its own full-resolution metric) than where it
-        # started, e.g. a weak multimodal signal led the coarse levels astray. Keep the start.
-        note = (f"registration did not improve the metric ({metric_start:.4f} at the start, {metric_after:.4f} "
-                f"after); the starting alignment ({init}) was kept")
-        final, metric_after = start, metric_start
+        # Safety net: the gradient optimiser ended worse (by the full-resolution metric) than where it
+        # started. Seen on weak multimodal pairs (prostate T2 vs DWI), where the MI gradient pushes
+        # points out of the overlap. Retry rigid from the start with a derivative-free simplex
+        # (Nelder-Mead) at full resolution; keep whichever of the two is best by the metric.
+        if progress is not None:
+            progress.log(f"gradient descent ended worse than the start ({metric_after:.4f} vs {metric_start:.4f}); "
+                         "retrying with a simplex optimiser")
+        simplex = _simplex_rigid(runner, fixed_img, moving_img, start)
+        metric_simplex = _metric(runner, fixed_img, moving_img, simplex)
+        if metric_simplex < metric_start:
+            note = (f"gradient descent did not improve the metric ({metric_start:.4f} at the start, {metric_after:.4f} "
+                    f"after); a rigid simplex (Nelder-Mead) search from the start gave {metric_simplex:.4f} and was used"
+                    + ("" if s.transform_type == "rigid" else f" (rigid only: the {s.transform_type} stage was dropped)"))
+            final, metric_after = simplex, metric_simplex
+        else:
+            note = (f"registration did not improve the metric ({metric_start:.4f} at the start, {metric_after:.4f} "
+                    f"after, simplex {metric_simplex:.4f}); the starting alignment ({init}) was kept")
+            final, metric_after = start, metric_start
         if progress is not None:
             progress.log(note)
     if progress is not None:
@@ -511,6 +524,16 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
     resampled = resample_to(moving, fixed, "linear", final)
     return RegistrationResult(final, resampled, s.transform_type, metric_before, metric_after, iterations,
                               stops, init, s.to_dict(), note=note)
+
+
+def _simplex_rigid(runner: "_Runner", fixed_img, moving_img, start) -> sitk.Euler3DTransform:
+    """Rigid Nelder-Mead (Amoeba) search from ``start`` at full resolution: uses metric values only."""
+    r = runner.method(float(runner.s.sampling_percentage[-1]))
+    r.SetOptimizerAsAmoeba(simplexDelta=1.0, numberOfIterations=200)
+    r.SetOptimizerScales([50.0, 50.0, 50.0, 1.0, 1.0, 1.0])  # 1 unit = 1/50 rad (~1.1 deg) or 1 mm
+    r.SetInitialTransform(sitk.Euler3DTransform(start), inPlace=False)
+    out, _, _ = runner._execute(r, fixed_img, moving_img, (0.9, 0.97), "rigid (simplex)", 200)
+    return sitk.Euler3DTransform(_unwrap(out))
 
 
 def _unwrap(t: sitk.Transform) -> sitk.Transform:
