@@ -201,3 +201,22 @@ def test_real_prostate_resample_to_t2_grid(data_dir):
     assert out.same_grid(t2) and out.array.dtype == dwi.array.dtype
     # the DWI covers the prostate region: a good part of the T2 field of view gets data
     assert (out.array > 0).mean() > 0.3
+
+
+def test_result_never_worse_than_start_simplex_retry(pair, monkeypatch):
+    """If gradient descent ends worse than it started, the engine retries with a simplex and never
+    returns something worse (by the metric) than the starting alignment."""
+    fixed, other = pair
+    moving = R.move_frame(other, R.rigid_ras_matrix((0, 0, 2.0), (2.0, 0, 0)))
+
+    def astray(self, configure, initial, *args, **kwargs):  # a gradient run that wandered off by 15 mm
+        t = sitk.Euler3DTransform(initial)
+        t.SetTranslation((15.0, -10.0, 5.0))
+        return t, [1], "forced"
+
+    monkeypatch.setattr(R._Runner, "run_linear", astray)
+    res = R.register(fixed, moving, "rigid", **FAST)
+    start_metric = R.metric_value(fixed, moving, None, settings=R.RegistrationSettings(**FAST))
+    assert res.note and "simplex" in res.note
+    assert res.metric_after <= start_metric + 1e-9
+    assert res.resampled.same_grid(fixed)
