@@ -483,7 +483,7 @@ def main(argv=None) -> int:
                    help="KxJxI sizes for the scale section")
     p.add_argument("--monai-processes", type=int, default=2, help="fresh processes per runner in the MONAI section")
     p.add_argument("--scale-networks", nargs="+", default=["shipped", "segresnet"], choices=["shipped", "segresnet"])
-    p.add_argument("--scale-cap", type=float, default=15.0, help="seconds of network time per scale case before "
+    p.add_argument("--scale-cap", type=float, default=10.0, help="seconds of network time per scale case before "
                    "the run is stopped and extrapolated")
     p.add_argument("--render", metavar="JSON", help="only rewrite the Markdown table of an earlier bench.json")
     args = p.parse_args(argv)
