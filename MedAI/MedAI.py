@@ -54,7 +54,74 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setupConvertSection()
 
     def setupClassifySection(self) -> None:
-        """Plug-in point of the "Classify" section (see the module docstring)."""
+        """The "Classify" section: input volume, optional segment or ROI, model, explanation; one
+        button that becomes Cancel while the separate ``medai classify`` process runs."""
+        import qt
+
+        self._classifyRun = None
+        self._classifyTimer = qt.QTimer()
+        self._classifyTimer.setInterval(200)
+        self._classifyTimer.connect("timeout()", self.onClassifyPollTimer)
+        try:
+            from MedAIModuleLib.classify_logic import classification_models
+
+            models = classification_models()
+        except Exception as e:  # a broken install must still show the module, with the reason
+            models = []
+            self.ui.classifyStatusLabel.text = _("Could not read the model catalogue: {e}").format(e=e)
+        for modelId, title in models:
+            self.ui.classifyModelComboBox.addItem(title, modelId)
+        for text, method in ((_("Grad-CAM (fast)"), "gradcam"), (_("Occlusion sensitivity (slower)"), "occlusion"),
+                             (_("None"), "")):
+            self.ui.classifyExplainComboBox.addItem(text, method)
+        self.ui.classifyInputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateClassifyButton)
+        self.ui.classifyApplyButton.connect("clicked(bool)", self.onClassifyButton)
+        self.updateClassifyButton()
+
+    def updateClassifyButton(self, node=None) -> None:
+        running = self._classifyRun is not None and self._classifyRun.running
+        ready = self.ui.classifyInputSelector.currentNode() is not None and self.ui.classifyModelComboBox.count > 0
+        self.ui.classifyApplyButton.enabled = running or ready
+        self.ui.classifyApplyButton.text = _("Cancel") if running else _("Classify")
+
+    def onClassifyButton(self) -> None:
+        if self._classifyRun is not None and self._classifyRun.running:
+            self._classifyRun.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
+            segmentation = self.ui.classifySegmentSelector.currentNode()
+            segmentId = self.ui.classifySegmentSelector.currentSegmentID() if segmentation is not None else None
+            self.ui.classifyResultLabel.text = ""
+            self.ui.classifyProgressBar.value = 0
+            self._classifyRun = self.logic.classify(
+                self.ui.classifyInputSelector.currentNode(), self.ui.classifyModelComboBox.currentData,
+                segmentation, segmentId or None, self.ui.classifyROISelector.currentNode(),
+                self.ui.classifyExplainComboBox.currentData or None,
+                progressCallback=self.onClassifyProgress, completedCallback=self.onClassifyCompleted)
+            self._classifyTimer.start()
+        self.updateClassifyButton()
+
+    def onClassifyPollTimer(self) -> None:
+        if self._classifyRun is not None:
+            self._classifyRun.poll()  # progress and, at the end, onClassifyCompleted on the GUI thread
+
+    def onClassifyProgress(self, fraction, message, eta_s) -> None:
+        if fraction is not None:
+            self.ui.classifyProgressBar.value = int(round(100 * fraction))
+        self.ui.classifyStatusLabel.text = message
+
+    def onClassifyCompleted(self, run) -> None:
+        self._classifyTimer.stop()
+        self.updateClassifyButton()
+        if run.status == "done":
+            self.ui.classifyProgressBar.value = 100
+            self.ui.classifyStatusLabel.text = _("Done: results in table '{name}'.").format(name=run.tableNode.GetName())
+            self.ui.classifyResultLabel.text = run.resultText
+        elif run.status == "cancelled":
+            self.ui.classifyStatusLabel.text = _("Cancelled.")
+        else:
+            self.ui.classifyStatusLabel.text = _("Failed.")
+            slicer.util.errorDisplay(_("Classification failed."), detailedText=run.errorText)
 
     def setupConvertSection(self) -> None:
         """Plug-in point of the "Convert modality" section (see the module docstring)."""
@@ -154,6 +221,19 @@ class MedAILogic(ScriptedLoadableModuleLogic):
         return synthesize(inputVolume, outputVolume, modelId, referenceVolume, device, wait=wait,
                           enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
 
+    def classify(self, inputVolume, modelId="adrenal_classifier", segmentationNode=None, segmentId=None,
+                 roiNode=None, explain="gradcam", tableNode=None, device="auto", wait=False, **callbacks):
+        """Classify ``inputVolume`` (inside a segment or an ROI when given) in a separate ``medai classify``
+        process. The segment is exported on the volume's grid and passed as the mask (the adrenal model
+        classifies the segment's shape). ``explain`` "gradcam"/"occlusion"/None adds a heat-map volume
+        shown in colour over the input. The returned run has ``status``, ``classNames``,
+        ``probabilities``, ``predicted``, ``resultText``, ``tableNode``, ``heatmapVolume``.
+        """
+        from MedAIModuleLib.classify_logic import classify
+
+        return classify(inputVolume, modelId, segmentationNode, segmentId, roiNode, explain, tableNode, device,
+                        wait=wait, enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
+
     def engineVersion(self) -> str:
         import MedAILib
 
@@ -169,6 +249,8 @@ class MedAITest(ScriptedLoadableModuleTest):
         self.test_engine_and_catalogue_load()
         self.setUp()
         self.test_convert_modality()
+        self.setUp()
+        self.test_classify()
 
     def test_engine_and_catalogue_load(self):
         """The shipped engine imports inside Slicer and its model catalogue is readable."""
@@ -197,3 +279,31 @@ class MedAITest(ScriptedLoadableModuleTest):
         self.assertEqual(slicer.util.arrayFromVolume(run.outputVolume).shape,
                          slicer.util.arrayFromVolume(inputVolume).shape)
         self.delayDisplay("Out-of-distribution warning: " + (run.oodWarning or "none"))
+
+    def test_classify(self):
+        """Classify an adrenal gland segment the way a user would: a volume, a segment drawn on it,
+        the shipped adrenal_classifier, Grad-CAM; check the table node and the heat-map's grid."""
+        import numpy as np
+        import vtk
+
+        # A gland-like shape (an elongated, bent ellipsoid) on a 1 mm volume: the segment is what is classified.
+        k, j, i = np.mgrid[0:60, 0:70, 0:80].astype(np.float32)
+        shape = (((i - 40) / 14) ** 2 + ((j - 35 - 0.01 * (i - 40) ** 2) / 4) ** 2 + ((k - 30) / 9) ** 2) <= 1
+        image = np.where(shape, 40.0, 0.0).astype(np.float32) + np.float32(-100.0)
+        ijkToRAS = np.diag([1.0, 1.0, 1.0, 1.0])
+        volume = slicer.util.addVolumeFromArray(image, ijkToRAS, "abdomen", "vtkMRMLScalarVolumeNode")
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "adrenal")
+        segmentId = segmentation.GetSegmentation().AddEmptySegment("left_adrenal", "left adrenal", (0.9, 0.6, 0.2))
+        slicer.util.updateSegmentBinaryLabelmapFromArray(shape.astype(np.uint8), segmentation, segmentId,
+                                                         referenceVolumeNode=volume)
+        self.delayDisplay("Classifying the segment with adrenal_classifier (Grad-CAM)")
+        run = MedAILogic().classify(volume, "adrenal_classifier", segmentation, segmentId, explain="gradcam",
+                                    device="cpu", wait=True)
+        self.assertEqual(run.status, "done", run.errorText)
+        self.assertEqual(run.tableNode.GetNumberOfRows(), 2)
+        self.assertAlmostEqual(sum(run.probabilities), 1.0, places=4)
+        a, b = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        volume.GetIJKToRASMatrix(a)
+        run.heatmapVolume.GetIJKToRASMatrix(b)
+        self.assertTrue(np.allclose(slicer.util.arrayFromVTKMatrix(a), slicer.util.arrayFromVTKMatrix(b)))
+        self.delayDisplay("Result: " + run.resultText)

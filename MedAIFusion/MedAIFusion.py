@@ -22,7 +22,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-COLOUR_TABLES = ("Warm1", "Rainbow", "Green", "Magenta", "Iron")
+from MedAISlicerLib.nodes import COLOUR_TABLES  # noqa: E402  (shared with the MedAI module)
 
 
 class MedAIFusion(ScriptedLoadableModule):
@@ -207,16 +207,11 @@ class MedAIFusionLogic(ScriptedLoadableModuleLogic):
 
     def showColourOverlay(self, background, overlay, opacity=0.5, colourTable="Warm1") -> None:
         """Show ``overlay`` in colour over ``background`` (its display node gets a colour table)."""
-        if colourTable not in COLOUR_TABLES:
-            raise ValueError(f"colour table must be one of {COLOUR_TABLES}")
-        if overlay is None:
-            raise ValueError("Choose the volume to overlay.")
-        if self._colourTable is None or self._colourTable.GetScene() is None:
-            self._colourTable = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "MedAI overlay colours")
-        getattr(self._colourTable, f"SetTypeTo{colourTable}")()
-        overlay.CreateDefaultDisplayNodes()
-        overlay.GetDisplayNode().SetAndObserveColorNodeID(self._colourTable.GetID())
-        self.showFused(background, overlay, opacity)
+        from MedAISlicerLib.nodes import show_colour_overlay  # shared with the MedAI module's heat-maps
+
+        if background is None:
+            raise ValueError("Choose the two volumes to show.")
+        self._colourTable = show_colour_overlay(background, overlay, opacity, colourTable, self._colourTable)
 
 
 class MedAIFusionTest(ScriptedLoadableModuleTest):

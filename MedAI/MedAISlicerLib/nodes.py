@@ -98,3 +98,47 @@ def place_next_to(node, referenceNode) -> None:
     """Put ``node`` in the same subject-hierarchy folder (patient/study) as ``referenceNode``."""
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     sh.SetItemParent(sh.GetItemByDataNode(node), sh.GetItemParent(sh.GetItemByDataNode(referenceNode)))
+
+
+def write_segment_mask(segmentationNode, segmentId, referenceVolumeNode, folder, stem: str) -> Path:
+    """Write one segment as a 0/1 labelmap on ``referenceVolumeNode``'s grid (``folder/stem.nrrd``):
+    the engine then gets the mask on exactly the image's voxels."""
+    from MedAILib.io import write_image
+
+    if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
+        raise ValueError(f"'{segmentationNode.GetName()}' has no segment {segmentId!r}.")
+    mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeNode)
+    if not np.any(mask):
+        raise ValueError(f"The segment '{segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()}' is "
+                         "empty. Draw it first (Segment Editor).")
+    reference = volume_from_node(referenceVolumeNode)
+    path = Path(folder) / f"{stem}.nrrd"
+    write_image(reference.with_array((np.asarray(mask) > 0).astype(np.uint8)), path, compress=False)
+    return path
+
+
+def roi_bounds(roiNode) -> list:
+    """An ROI markups node as ``[x0, y0, z0, x1, y1, z1]`` in RAS mm (its axis-aligned world bounds)."""
+    bounds = [0.0] * 6
+    roiNode.GetRASBounds(bounds)  # fills [xmin, xmax, ymin, ymax, zmin, zmax]
+    return [bounds[0], bounds[2], bounds[4], bounds[1], bounds[3], bounds[5]]
+
+
+COLOUR_TABLES = ("Warm1", "Rainbow", "Green", "Magenta", "Iron")
+
+
+def show_colour_overlay(background, overlay, opacity=0.5, colourTable="Warm1", colourTableNode=None):
+    """Show ``overlay`` in colour over ``background`` in the slice views (foreground layer). Returns the
+    colour table node (pass it back next time to reuse it). Uses only the scene's slice composite
+    nodes (``setSliceViewerLayers``), so it also works without a main window."""
+    if colourTable not in COLOUR_TABLES:
+        raise ValueError(f"colour table must be one of {COLOUR_TABLES}")
+    if overlay is None:
+        raise ValueError("Choose the volume to overlay.")
+    if colourTableNode is None or colourTableNode.GetScene() is None:
+        colourTableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "MedAI overlay colours")
+    getattr(colourTableNode, f"SetTypeTo{colourTable}")()
+    overlay.CreateDefaultDisplayNodes()
+    overlay.GetDisplayNode().SetAndObserveColorNodeID(colourTableNode.GetID())
+    slicer.util.setSliceViewerLayers(background=background, foreground=overlay, foregroundOpacity=float(opacity))
+    return colourTableNode

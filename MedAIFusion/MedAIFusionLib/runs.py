@@ -28,82 +28,8 @@ TRANSFORM_TYPES = ("rigid", "affine", "bspline")
 ENSEMBLE_METHODS = ("mean", "weighted", "vote", "staple")
 
 
-class EngineRun:
-    """Common life cycle: ``start()`` -> ``poll()``/``wait()`` -> ``status`` "done"/"failed"/"cancelled"."""
-
-    subcommand = ""
-    tempKey = "MedAIFusion"
-
-    def __init__(self, progressCallback: Optional[Callable] = None, logCallback: Optional[Callable] = None,
-                 completedCallback: Optional[Callable] = None, enginePrefix=None):
-        self.progressCallback, self.logCallback, self.completedCallback = progressCallback, logCallback, completedCallback
-        self.enginePrefix = enginePrefix
-        self.status = "created"
-        self.errorText = ""
-        self.tempDir = None
-        self.process: Optional[EngineProcess] = None
-
-    def _arguments(self) -> list:  # write inputs into self.tempDir, return the engine arguments
-        raise NotImplementedError
-
-    def _import(self, result) -> None:  # create/fill nodes from the files in self.tempDir
-        raise NotImplementedError
-
-    def start(self) -> "EngineRun":
-        self.tempDir = slicer.util.tempDirectory(self.tempKey)
-        try:
-            args = self._arguments()
-            env = engine_environment(slicer.util.startupEnvironment())
-            self.process = EngineProcess(engine_command(self.subcommand, args, self.enginePrefix), env=env,
-                                         on_progress=self._onProgress, on_log=self._log,
-                                         on_finished=self._onFinished, cleanup_dirs=[self.tempDir])
-            self._log("Running: " + " ".join(self.process.command))
-            self.process.start()
-        except Exception:
-            shutil.rmtree(self.tempDir, ignore_errors=True)
-            raise
-        self.status = "running"
-        return self
-
-    def poll(self) -> bool:
-        return self.process is not None and self.process.poll()
-
-    def wait(self, timeout=None) -> "EngineRun":
-        self.process.wait(timeout=timeout)
-        return self
-
-    def cancel(self) -> None:
-        if self.process is not None:
-            self.process.cancel()
-
-    @property
-    def running(self) -> bool:
-        return self.status == "running"
-
-    def _log(self, text):
-        logging.info(text)
-        if self.logCallback:
-            self.logCallback(text)
-
-    def _onProgress(self, fraction, message, eta_s):
-        if self.progressCallback:
-            self.progressCallback(fraction, message, eta_s)
-
-    def _onFinished(self, result):
-        try:
-            if result.cancelled:
-                self.status, self.errorText = "cancelled", "Cancelled."
-            elif not result.ok:
-                self.status, self.errorText = "failed", result.error_text()
-            else:
-                self._import(result)
-                self.status = "done"
-        except Exception as e:
-            logging.exception("importing the result failed")
-            self.status, self.errorText = "failed", f"Could not load the result: {e}"
-        self._log(f"{self.subcommand} {self.status}." + (f" {self.errorText}" if self.status == "failed" else ""))
-        if self.completedCallback:
-            self.completedCallback(self)
+# The shared life cycle (start/poll/wait/cancel, status, temporary folder) lives in MedAISlicerLib.
+from MedAISlicerLib.runs import EngineRun  # noqa: E402
 
 
 class RegistrationRun(EngineRun):

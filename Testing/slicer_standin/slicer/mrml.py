@@ -402,10 +402,77 @@ class vtkMRMLSubjectHierarchyNode(vtkMRMLNode):
         self._parents[itemID] = parentItemID
 
 
+class vtkMRMLTableNode(vtkMRMLNode):
+    """A real vtkTable of string columns (Slicer's default column type for AddColumn())."""
+
+    def __init__(self):
+        super().__init__()
+        self._table = vtk.vtkTable()
+
+    def GetTable(self):
+        return self._table
+
+    def RemoveAllColumns(self):
+        while self._table.GetNumberOfColumns():
+            self._table.RemoveColumn(0)
+        return True
+
+    def AddColumn(self, column=None):
+        if column is None:
+            column = vtk.vtkStringArray()
+            column.SetNumberOfValues(self._table.GetNumberOfRows())
+        self._table.AddColumn(column)
+        return column
+
+    def RenameColumn(self, columnIndex, newName):
+        self._table.GetColumn(columnIndex).SetName(newName)
+        return True
+
+    def AddEmptyRow(self):
+        self._table.InsertNextBlankRow()
+        return self._table.GetNumberOfRows() - 1
+
+    def SetCellText(self, rowIndex, columnIndex, text):
+        self._table.GetColumn(columnIndex).SetValue(rowIndex, str(text))
+        return True
+
+    def GetCellText(self, rowIndex, columnIndex):
+        return str(self._table.GetColumn(columnIndex).GetValue(rowIndex))
+
+    def GetNumberOfRows(self):
+        return self._table.GetNumberOfRows()
+
+    def GetNumberOfColumns(self):
+        return self._table.GetNumberOfColumns()
+
+    def GetColumnName(self, columnIndex):
+        return self._table.GetColumn(columnIndex).GetName() or ""
+
+
+class vtkMRMLMarkupsROINode(vtkMRMLTransformableNode):
+    """An axis-aligned ROI box: centre (SetXYZ) and half sizes (SetRadiusXYZ), as in Slicer."""
+
+    def __init__(self):
+        super().__init__()
+        self._xyz, self._radius = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+
+    def SetXYZ(self, x, y, z):
+        self._xyz = [float(x), float(y), float(z)]
+
+    def SetRadiusXYZ(self, x, y, z):
+        self._radius = [float(x), float(y), float(z)]
+
+    def GetRASBounds(self, bounds):
+        for a in range(3):
+            bounds[2 * a] = self._xyz[a] - self._radius[a]
+            bounds[2 * a + 1] = self._xyz[a] + self._radius[a]
+
+
 NODE_CLASSES = {c.__name__: c for c in (
     vtkMRMLNode, vtkMRMLScalarVolumeNode, vtkMRMLLabelMapVolumeNode, vtkMRMLScriptedModuleNode,
     vtkMRMLSegmentationNode, vtkMRMLSubjectHierarchyNode,
     vtkMRMLScalarVolumeDisplayNode, vtkMRMLColorTableNode, vtkMRMLLinearTransformNode,
+    vtkMRMLTableNode, vtkMRMLMarkupsROINode,
 )}
 
 
