@@ -67,7 +67,10 @@ center-cropped 64mm×64mm×64mm volume into 28×28×28."* Measured on the files:
 
 The recipe is machine-readable in `configs/medai.json` (`preparation`) and in `metadata.json`
 (`medai.preparation`): centroid of the mask → 64 mm cube (physical size) → {s['size']}³ grid →
-binary 0/1 float.
+binary 0/1 float. `configs/inference.json` (standard MONAI sections: network_def, preprocessing,
+SimpleInferer, softmax postprocessing, evaluator) takes volumes that are already prepared, e.g. one
+`.npy` per case as stored in the npz (0/255 → scaled to 0/1, resized to {s['size']}³ if needed); the
+centroid crop from a full CT-sized segment is the engine's job, following the recipe above.
 
 ## Model and training
 - Network: `{s['network_def']['_target_']}` with {', '.join(f'{k}={v}' for k, v in s['network_def'].items() if k != '_target_')}.
