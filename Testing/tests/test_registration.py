@@ -220,3 +220,20 @@ def test_result_never_worse_than_start_simplex_retry(pair, monkeypatch):
     assert res.note and "simplex" in res.note
     assert res.metric_after <= start_metric + 1e-9
     assert res.resampled.same_grid(fixed)
+
+
+def test_linear_resample_of_integer_image_rounds_instead_of_truncating():
+    """ITK casts interpolated values back to the pixel type by truncation; 10.9 must become 11, not 10."""
+    import numpy as np
+
+    from MedAILib.fusion.registration import resample_to
+    from MedAILib.volume import Volume
+
+    arr = np.zeros((4, 4, 4), dtype=np.int16)
+    arr[:, :, 2:] = 12  # along I: 0, 0, 12, 12
+    src = Volume(arr, np.eye(4))
+    ref_m = np.eye(4)
+    ref_m[0, 3] = 1.9083  # sample at I = 1.9083 -> 0.9083 * 12 = 10.9
+    out = resample_to(src, Volume(np.zeros((4, 4, 4), np.int16), ref_m), interpolator="linear")
+    assert out.array.dtype == np.int16
+    assert int(out.array[1, 1, 0]) == 11

@@ -256,9 +256,19 @@ def resample_to(volume: Volume, reference: Volume, interpolator: str = "linear",
     if interpolator not in INTERPOLATORS:
         raise InputError(f"unknown interpolator {interpolator!r}", f"use one of {', '.join(INTERPOLATORS)}")
     image = to_sitk(volume)
+    # Interpolated values of an integer image are fractional: letting ITK cast them back to int16
+    # truncates (off-by-one voxels), so interpolate in float32 and round to the input's type.
+    exact = interpolator in ("nearest", "label") or np.issubdtype(volume.array.dtype, np.floating)
+    pixel = image.GetPixelID() if exact else sitk.sitkFloat32
     out = sitk.Resample(image, _grid_image(reference), transform or sitk.Transform(3, sitk.sitkIdentity),
-                        INTERPOLATORS[interpolator], float(default_value), image.GetPixelID())
+                        INTERPOLATORS[interpolator], float(default_value), pixel)
     result = from_sitk(out)
+    if not exact:
+        info = np.iinfo(volume.array.dtype) if np.issubdtype(volume.array.dtype, np.integer) else None
+        rounded = np.rint(result.array)
+        if info is not None:
+            rounded = np.clip(rounded, info.min, info.max)
+        result.array = rounded.astype(volume.array.dtype)
     meta = dict(volume.metadata)
     meta["resampled_to"] = reference.metadata.get("source", "reference grid")
     return Volume(result.array, reference.ijk_to_ras.copy(), volume.labels, meta)
