@@ -22,6 +22,7 @@ a thin structure changes its shape, which is what this kind of model looks at.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -312,16 +313,18 @@ def explain(net, x, class_index: int, method: str = "gradcam", target_layer: Opt
         raise InputError(f"unknown explanation method {method!r}", f"use one of {', '.join(EXPLAIN_METHODS)}")
     if method == "gradcam":
         layer = target_layer or last_spatial_layer(net, x)
-        # In-place activations break the backward hooks Grad-CAM needs: switch them off (same values).
-        changed = [m for m in net.modules() if getattr(m, "inplace", False)]
-        for m in changed:
-            m.inplace = False
-        try:
-            with torch.enable_grad():
-                heat = GradCAM(nn_module=net, target_layers=layer)(x, class_idx=class_index)
-        finally:
-            for m in changed:
-                m.inplace = True
+        # MONAI's GradCAM leaves its hooks on the module, and in-place activations break its backward
+        # hooks: work on a copy (same weights) with in-place switched off, so the bundle's network
+        # stays untouched for the next case.
+        net = copy.deepcopy(net)
+        for m in net.modules():
+            if getattr(m, "inplace", False):
+                m.inplace = False
+        if layer not in dict(net.named_modules()):
+            raise ModelError(f"the network has no layer {layer!r} for Grad-CAM",
+                             f"choose one of: {', '.join(n for n, _ in net.named_modules() if n)[:300]}")
+        with torch.enable_grad():
+            heat = GradCAM(nn_module=net, target_layers=layer)(x, class_idx=class_index)
         heat = heat[0, 0].detach().cpu().numpy()
     else:
         spatial = x.shape[2:]
@@ -391,6 +394,9 @@ def classify(volume: Volume, bundle, mask: Optional[Volume] = None, roi: Optiona
         cancel.check()
         progress.stage(0.5, 0.95).update(0.0, f"explaining ({explain_method})")
         heat = explain(net, x, predicted, explain_method, target_layer or medai_config(bundle).get("gradcam_layer"), act)
+        if not heat.any():  # Grad-CAM keeps only positive evidence; there may be none at that layer
+            warnings.append(f"the {explain_method} map is zero everywhere: no region raised '{names[predicted]}' "
+                            "at the explained layer (try --explain-method occlusion)")
         arr = np.clip(mi.back(heat), 0.0, 1.0).astype(np.float32)
         heat_vol = volume.with_array(arr, explanation=explain_method, model=bundle.name,
                                      description=f"{explain_method} heat-map for '{names[predicted]}' ({bundle.name})")

@@ -14,22 +14,15 @@ voxels stay untouched), and also loads the engine's resampled volume (moving on 
 from __future__ import annotations
 
 import json
-import logging
-import shutil
 from pathlib import Path
-from typing import Callable, Optional
 
 import slicer
 
 from MedAISlicerLib import nodes
-from MedAISlicerLib.process import EngineProcess, engine_command, engine_environment
+from MedAISlicerLib.runs import EngineRun  # the shared run life cycle (start/poll/wait/cancel, temp folder)
 
 TRANSFORM_TYPES = ("rigid", "affine", "bspline")
 ENSEMBLE_METHODS = ("mean", "weighted", "vote", "staple")
-
-
-# The shared life cycle (start/poll/wait/cancel, status, temporary folder) lives in MedAISlicerLib.
-from MedAISlicerLib.runs import EngineRun  # noqa: E402
 
 
 class RegistrationRun(EngineRun):
