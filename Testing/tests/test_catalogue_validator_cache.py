@@ -1,0 +1,52 @@
+"""The catalogue schema validator is built once per schema file version (docs/performance.md, round 2):
+same verdicts and messages as ``jsonschema.validate``, the schema itself checked here instead of
+on every run, and a changed schema file is picked up."""
+
+import json
+import os
+
+import jsonschema
+import pytest
+
+from MedAILib.bundles import catalogue as cat_mod
+from MedAILib.errors import ModelError
+
+
+def test_catalogue_schema_is_valid():
+    schema = json.loads(cat_mod.schema_path().read_text())
+    jsonschema.validators.validator_for(schema).check_schema(schema)
+
+
+def _shipped_doc():
+    return json.loads((cat_mod.resources_dir() / "catalogue.json").read_text())
+
+
+def test_same_verdict_and_message_as_jsonschema_validate(tmp_path):
+    schema = json.loads(cat_mod.schema_path().read_text())
+    good = _shipped_doc()
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(good))
+    assert [e.id for e in cat_mod.read_catalogue_file(path, "user")] == [m["id"] for m in good["models"]]
+    bad = json.loads(json.dumps(good))
+    bad["models"][0]["task"] = "dancing"
+    del bad["models"][-1]["labels"]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(jsonschema.ValidationError) as ref:
+        jsonschema.validate(bad, schema)
+    with pytest.raises(ModelError) as ours:
+        cat_mod.read_catalogue_file(path, "user")
+    assert ref.value.message in str(ours.value)
+    where = "/".join(str(p) for p in ref.value.absolute_path)
+    assert f"invalid at {where}" in str(ours.value)
+
+
+def test_validator_is_cached_and_rebuilt_when_the_schema_changes(tmp_path):
+    schema_file = tmp_path / "catalogue.schema.json"
+    schema_file.write_text(json.dumps({"type": "object", "required": ["version"]}))
+    v1 = cat_mod.catalogue_validator(schema_file)
+    assert cat_mod.catalogue_validator(schema_file) is v1
+    assert not v1.is_valid({})
+    schema_file.write_text(json.dumps({"type": "object"}))
+    os.utime(schema_file, ns=(1, 1))  # a different mtime even on coarse clocks
+    v2 = cat_mod.catalogue_validator(schema_file)
+    assert v2 is not v1 and v2.is_valid({})
