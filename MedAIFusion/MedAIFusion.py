@@ -24,13 +24,16 @@ from slicer.util import VTKObservationMixin
 
 from MedAISlicerLib.nodes import COLOUR_TABLES  # noqa: E402  (shared with the MedAI module)
 
+MULTI_INPUT_POOL = 4  # input selectors of "Segment with several inputs" in the .ui
+
 
 class MedAIFusion(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("MedAI Fusion")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Registration")]
-        self.parent.dependencies = ["MedAI"]  # MedAI ships MedAILib and MedAISlicerLib
+        # MedAI ships MedAILib and MedAISlicerLib; "Segment with several inputs" runs MedAISegment's logic
+        self.parent.dependencies = ["MedAI", "MedAISegment"]
         self.parent.contributors = ["MedAI contributors (MedAI project)"]
         self.parent.helpText = _(
             "Register volumes of different modalities (rigid, affine or B-spline; mutual information), show "
@@ -71,6 +74,19 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.checkerboardButton.connect("clicked(bool)", self.onCheckerboard)
         self.ui.colourOverlayButton.connect("clicked(bool)", self.onColourOverlay)
         self.ui.ensembleButton.connect("clicked(bool)", self.onEnsemble)
+        self._multiInputLabels = [getattr(self.ui, f"multiInputLabel{i}") for i in range(MULTI_INPUT_POOL)]
+        self._multiInputSelectors = [getattr(self.ui, f"multiInputSelector{i}") for i in range(MULTI_INPUT_POOL)]
+        self._multiModels = []
+        try:
+            self._multiModels = self.logic.multiInputModels()
+        except Exception as e:  # a broken catalogue must not hide the rest of the module
+            logging.exception("model catalogue")
+            self.ui.statusLabel.text = _("Could not read the model catalogue: {e}").format(e=e)
+        for m in self._multiModels:
+            self.ui.multiModelComboBox.addItem(m.display_text())
+        self.ui.multiModelComboBox.connect("currentIndexChanged(int)", self.onMultiModelChanged)
+        self.ui.multiSegmentButton.connect("clicked(bool)", self.onMultiSegment)
+        self.onMultiModelChanged(self.ui.multiModelComboBox.currentIndex)
 
     def cleanup(self) -> None:
         if self._run is not None and self._run.running:
@@ -95,7 +111,11 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onCompleted(self, run) -> None:
         self.ui.registerButton.text = _("Register")
-        if run.status == "done":
+        if run.status == "done" and getattr(run, "outputSegmentation", None) is not None:
+            self.ui.progressBar.value = 100
+            self.ui.statusLabel.text = _("Done.")
+            self.ui.multiOutputSelector.setCurrentNode(run.outputSegmentation)
+        elif run.status == "done":
             self.ui.progressBar.value = 100
             self.ui.statusLabel.text = getattr(run, "metricText", "") or _("Done.")
             if getattr(run, "outputVolume", None) is not None and hasattr(run, "fixedVolume"):
@@ -119,6 +139,37 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                             self.ui.typeComboBox.currentText,
                                             applyToMoving=self.ui.applyTransformCheckBox.checked,
                                             **self._callbacks()))
+
+    def currentMultiModel(self):
+        i = self.ui.multiModelComboBox.currentIndex
+        return self._multiModels[i] if 0 <= i < len(self._multiModels) else None
+
+    def onMultiModelChanged(self, index) -> None:
+        from MedAISegmentLib.models import input_selectors  # the same decision MedAISegment's widget applies
+
+        model = self.currentMultiModel()
+        try:
+            slots = input_selectors(model, MULTI_INPUT_POOL)
+        except ValueError as e:
+            self.ui.statusLabel.text = str(e)
+            slots = input_selectors(None, MULTI_INPUT_POOL)
+        for label, selector, slot in zip(self._multiInputLabels, self._multiInputSelectors, slots):
+            label.visible = selector.visible = slot.visible
+            label.text, selector.toolTip = slot.label, slot.toolTip
+        self.ui.multiSegmentButton.enabled = model is not None
+
+    def onMultiSegment(self) -> None:
+        if self._run is not None and self._run.running:
+            self._run.cancel()
+            return
+        model = self.currentMultiModel()
+        if model is None:
+            return
+        inputs = [s.currentNode() for s in self._multiInputSelectors[:model.input_count]]
+        with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
+            self._start(self.logic.segmentMultiInput(
+                inputs, self.ui.multiOutputSelector.currentNode(), model.id,
+                assumeAligned=self.ui.multiAssumeAlignedCheckBox.checked, **self._callbacks()))
 
     def onOpacity(self, value) -> None:
         self.logic.setForegroundOpacity(value)
@@ -194,6 +245,24 @@ class MedAIFusionLogic(ScriptedLoadableModuleLogic):
 
         return self._go(EnsembleRun(inputVolumes, method, weights, uncertainty, enginePrefix=self.enginePrefix,
                                     **callbacks), wait)
+
+    def multiInputModels(self, catalogue=None) -> list:
+        """Catalogue segmentation models that take more than one input volume."""
+        from MedAISegmentLib.models import load_models
+
+        return [m for m in load_models(catalogue) if m.input_count > 1]
+
+    def segmentMultiInput(self, inputVolumes, outputSegmentation, modelId, assumeAligned=False, wait=False,
+                          catalogue=None, **options):
+        """Run a multi-input model: MedAISegment's logic (same run, same engine call), so inputs on
+        other grids are aligned to the FIRST input by the engine and the result lies on its grid.
+        ``options`` go to ``MedAISegmentLogic.process`` (structures, device, callbacks, overwrite ...)."""
+        from MedAISegment import MedAISegmentLogic
+
+        logic = MedAISegmentLogic()
+        logic.enginePrefix = self.enginePrefix
+        return logic.process(list(inputVolumes), outputSegmentation, modelId, assumeAligned=assumeAligned,
+                             wait=wait, catalogue=catalogue, **options)
 
     # --- display (no computation: slice view layers and colour tables) ------------------------
     def showFused(self, background, foreground, opacity=0.5) -> None:

@@ -61,6 +61,7 @@ class MedAISegmentParameterNode:
     modelId: str = "hippocampus_unet"
     device: str = "auto"
     fast: bool = False
+    assumeAligned: bool = False  # multi-input: inputs on different grids share one world space
     structures: str = ""  # comma-separated names; empty = all
 
     def inputVolumes(self, count):
@@ -191,14 +192,16 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.structures = ""
         self.ui.modelInfoLabel.text = model.description or model.title
         self.ui.modelInfoLabel.toolTip = f"{model.id} — licence {model.licence}, {model.size_text()}"
-        for i in range(MAX_INPUTS):
-            shown = i < model.input_count
-            self._inputLabels[i].visible = shown
-            self._inputSelectors[i].visible = shown
-            if shown:
-                name, modality = model.inputs[i]
-                self._inputLabels[i].text = f"{modality or name}:"
-                self._inputSelectors[i].toolTip = _("Input volume: {name} ({modality})").format(name=name, modality=modality)
+        from MedAISegmentLib.models import input_selectors
+
+        try:
+            slots = input_selectors(model, MAX_INPUTS)
+        except ValueError as e:  # more inputs than the pool of selectors: say so instead of running
+            self.ui.modelInfoLabel.text = str(e)
+            slots = input_selectors(None, MAX_INPUTS)
+        for label, selector, slot in zip(self._inputLabels, self._inputSelectors, slots):
+            label.visible = selector.visible = slot.visible
+            label.text, selector.toolTip = slot.label, slot.toolTip
         self.fillStructures(model)
         self.updateApplyButton()
 
@@ -270,7 +273,8 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run = self.logic.process(
                 self._parameterNode.inputVolumes(model.input_count), output, model.id,
                 structures=self.checkedStructures(), device=self._parameterNode.device,
-                fast=self._parameterNode.fast, overwrite=overwrite, wait=False,
+                fast=self._parameterNode.fast, assumeAligned=self._parameterNode.assumeAligned,
+                overwrite=overwrite, wait=False,
                 progressCallback=self.onProgress, logCallback=self.addLog, completedCallback=self.onCompleted)
             self._pollTimer.start()
             self.updateApplyButton()
@@ -317,8 +321,12 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputVolumes, outputSegmentation, modelId, structures=None, device="auto", fast=False,
                 overwrite=False, wait=False, progressCallback=None, logCallback=None, completedCallback=None,
-                catalogue=None, timeout=None):
+                catalogue=None, timeout=None, assumeAligned=False):
         """Segment ``inputVolumes`` (one node per model input, in catalogue order) with ``modelId``.
+
+        Multi-input models: the engine brings inputs on other grids onto the FIRST input's grid
+        (registration, or resampling by world coordinates when ``assumeAligned``); the result is
+        on the first input's grid.
 
         ``outputSegmentation`` None creates a new node at the end. The inputs are never modified; an
         output that already has segments is refused unless ``overwrite``. ``wait=False`` returns a
@@ -331,7 +339,8 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
         if not isinstance(inputVolumes, (list, tuple)):
             inputVolumes = [inputVolumes]
         run = SegmentationRun(inputVolumes, outputSegmentation, find_model(modelId, catalogue), structures, device,
-                              fast, overwrite, progressCallback, logCallback, completedCallback, self.enginePrefix)
+                              fast, overwrite, progressCallback, logCallback, completedCallback, self.enginePrefix,
+                              assumeAligned=assumeAligned)
         run.start()
         if wait:
             run.wait(timeout=timeout)

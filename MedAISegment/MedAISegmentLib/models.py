@@ -67,3 +67,34 @@ def find_model(model_id: str, path=None) -> ModelChoice:
         if m.id == model_id:
             return m
     raise KeyError(f"model '{model_id}' is not in the catalogue")
+
+
+@dataclasses.dataclass
+class InputSelector:
+    """What one slot of the widget's fixed pool of input selectors shows (Qt-free, so it is testable)."""
+
+    visible: bool
+    label: str = ""  # text of the QLabel next to the selector, e.g. "T1c:"
+    toolTip: str = ""
+
+
+def input_selectors(model: Optional[ModelChoice], pool_size: int) -> list:
+    """One ``InputSelector`` per slot of a pool of ``pool_size`` node selectors: the first
+    ``model.input_count`` are shown, labelled by the bundle's channel names (T1c, T1, T2, FLAIR);
+    the rest are hidden. A model needing more inputs than the pool is refused here (ValueError)
+    rather than run with missing channels."""
+    if model is None:
+        return [InputSelector(False) for _ in range(pool_size)]
+    if model.input_count > pool_size:
+        raise ValueError(f"'{model.title}' needs {model.input_count} inputs; this module shows at most {pool_size}.")
+    slots = []
+    for i in range(pool_size):
+        if i >= model.input_count:
+            slots.append(InputSelector(False))
+            continue
+        name, modality = model.inputs[i]
+        # the channel name says which contrast goes where; the modality alone ("MR" x4) would not
+        shown = name if model.input_count > 1 or not modality else modality
+        tip = f"Input {i + 1} of {model.input_count}: {name}" + (f" ({modality})" if modality else "")
+        slots.append(InputSelector(True, f"{shown}:", tip))
+    return slots
