@@ -33,14 +33,31 @@ def check_not_transformed(volumeNode) -> None:
 
 
 def write_input_volume(volumeNode, folder, stem: str) -> Path:
-    """Write the node to ``folder/stem.nrrd`` with the engine's writer (the same reader then opens it)."""
-    from MedAILib.io import write_image
+    """Write the node to ``folder/stem.nrrd`` (uncompressed) for the engine's reader."""
+    return write_volume(volume_from_node(volumeNode), folder, stem)
 
-    path = Path(folder) / f"{stem}.nrrd"
-    # Uncompressed: this runs on Slicer's main thread and the file lives only until the run ends;
-    # gzip would block the GUI for seconds on a CT-sized volume (docs/performance.md).
-    write_image(volume_from_node(volumeNode), path, compress=False)
-    return path
+
+def write_volume(volume: Volume, folder, stem: str) -> Path:
+    """Write ``volume`` to ``folder/stem.nrrd``, uncompressed: the file lives only until the run ends,
+    and gzip would take seconds on a CT-sized volume (docs/performance.md). Safe on a worker thread:
+    no MRML, and the voxels are written without holding Python's GIL for long."""
+    from MedAILib.io.images import write_raw_nrrd
+
+    return write_raw_nrrd(volume, Path(folder) / f"{stem}.nrrd")
+
+
+def volume_view_from_node(volumeNode) -> Volume:
+    """A Volume whose array is a *view* of the node's voxels (no copy) and its IJK->RAS matrix.
+
+    For handing the voxels to a worker thread that writes them while the caller returns at once:
+    the view keeps the underlying vtkDataArray alive even if the node gets new image data, and
+    MedAI itself never edits an input node. Only an in-place edit of the same voxels during the
+    write (tens of ms for a CT) could be seen half-done; copying on the main thread instead would
+    cost that same time there (30-60 ms for 512x512x300 int16, measured)."""
+    array = slicer.util.arrayFromVolume(volumeNode)
+    m = vtk.vtkMatrix4x4()
+    volumeNode.GetIJKToRASMatrix(m)  # fills m
+    return Volume(array, slicer.util.arrayFromVTKMatrix(m), metadata={"name": volumeNode.GetName()})
 
 
 def _segment_id(name: str, taken) -> str:

@@ -88,12 +88,18 @@ class EngineProcess:
     ``on_progress(fraction, message, eta_s)``, ``on_log(text)``, ``on_event(dict)`` for every JSON
     event, ``on_finished(ProcessResult)`` once at the end. ``cleanup_dirs`` are removed when the run
     ends, whatever the outcome.
+
+    ``prepare`` (optional) runs in a worker thread before the process starts, e.g. writing the
+    input files: a CT-sized write would otherwise block Slicer's main thread for up to seconds.
+    ``start()`` then returns at once; ``poll()`` reports the run as going while it prepares; a
+    ``cancel()`` meanwhile finishes the run as cancelled at once, the process is never started and
+    the worker removes ``cleanup_dirs`` again when its write ends (``wait()`` waits for that).
     """
 
     def __init__(self, command: list, env: Optional[dict] = None, cwd=None,
                  on_progress: Optional[Callable] = None, on_log: Optional[Callable] = None,
                  on_event: Optional[Callable] = None, on_finished: Optional[Callable] = None,
-                 cleanup_dirs=()):
+                 cleanup_dirs=(), prepare: Optional[Callable[[], None]] = None):
         self.command = [str(c) for c in command]
         self.env = env if env is not None else engine_environment()
         self.cwd = cwd
@@ -104,9 +110,36 @@ class EngineProcess:
         self._lines: "queue.Queue" = queue.Queue()
         self._reader: Optional[threading.Thread] = None
         self._finished = False
+        self.prepare = prepare
+        self._preparer: Optional[threading.Thread] = None
+        self._prepare_error: Optional[BaseException] = None
+        self._lock = threading.Lock()  # orders "cancelled?" against "start the process" across threads
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "EngineProcess":
+        if self.prepare is None:
+            self._launch()
+        else:
+            self._preparer = threading.Thread(target=self._prepare_then_launch, name="medai-input-writer",
+                                              daemon=True)
+            self._preparer.start()
+        return self
+
+    def _prepare_then_launch(self):
+        """Worker thread: run ``prepare`` then start the process, unless cancelled meanwhile."""
+        try:
+            self.prepare()
+            with self._lock:
+                if not self.result.cancelled:
+                    self._launch()
+                    return
+        except BaseException as e:  # noqa: BLE001 - reported to the caller's thread by poll()
+            self._prepare_error = e
+        # cancelled or failed: no process; remove what the write left (it may have re-created the folder)
+        self._remove_temporary()
+        self._lines.put(None)
+
+    def _launch(self):
         kwargs = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # own process group: cancel kills the whole tree
@@ -121,7 +154,6 @@ class EngineProcess:
             raise
         self._reader = threading.Thread(target=self._read, name="medai-output-reader", daemon=True)
         self._reader.start()
-        return self
 
     def _read(self):
         for line in self._proc.stdout:
@@ -131,7 +163,7 @@ class EngineProcess:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and not self._finished
+        return (self._proc is not None or self._preparer is not None) and not self._finished
 
     def poll(self) -> bool:
         """Deliver pending lines to the callbacks. Returns True while the run is still going."""
@@ -148,7 +180,8 @@ class EngineProcess:
                 break
             self._handle_line(line)
         if ended:
-            self._proc.wait()
+            if self._proc is not None:
+                self._proc.wait()
             self._finish()
             return False
         return True
@@ -161,13 +194,20 @@ class EngineProcess:
                 self.cancel()
                 raise TimeoutError(f"medai did not finish within {timeout} s")
             time.sleep(interval)
+        if self._preparer is not None:  # after a cancel while preparing: until its clean-up is done
+            self._preparer.join()
         return self.result
 
     def cancel(self) -> None:
         """Kill the process and every child it started; the run finishes as cancelled."""
-        if self._proc is None or self._finished:
+        with self._lock:
+            if self._finished or (self._proc is None and self._preparer is None):
+                return
+            self.result.cancelled = True
+            proc = self._proc
+        if proc is None:  # still writing the inputs: the process will never start; finish now
+            self._finish()
             return
-        self.result.cancelled = True
         kill_process_tree(self._proc)
         self._proc.wait()
         if self._reader is not None:
@@ -215,7 +255,12 @@ class EngineProcess:
 
     def _finish(self):
         self._finished = True
-        self.result.returncode = self._proc.returncode
+        self.result.returncode = self._proc.returncode if self._proc is not None else None
+        if self._prepare_error is not None and not self.result.cancelled:
+            e = self._prepare_error
+            self.result.error = {"message": f"could not write the engine's input or start it: {e}",
+                                 "hint": "check the free disk space of the temporary folder"}
+            self._log("Error: " + self.result.error_text())
         try:
             if self.on_finished:  # e.g. import the result file, before its folder goes
                 self.on_finished(self.result)

@@ -321,16 +321,42 @@ def section_slicer(ctx: Context) -> dict:
 
     ct = np.random.default_rng(0).normal(0, 300, ct_shape).astype(np.int16)
     ct_node = slicer.util.addVolumeFromArray(ct, None, "ct")
-    ct_times = []
+    ct_times, ct_runs = [], []
     for _ in range(1 if ctx.quick else 2):
+        # the old path, for comparison: the whole write on the caller's thread
         t = time.perf_counter()
         f = nodes.write_input_volume(ct_node, ctx.work, "ct_input")
         ct_times.append(time.perf_counter() - t)
         f.unlink()
+        # what start() costs now: the write happens in a worker thread; watch the caller until the
+        # engine process has started (input written), then cancel the run
+        t0 = time.perf_counter()
+        run = logic.process([ct_node], None, "bench_model", catalogue=cat, device="cpu", wait=False)
+        start_s = time.perf_counter() - t0
+        max_poll = max_gap = 0.0
+        last = time.perf_counter()
+        while run.process._proc is None and run.poll() and time.perf_counter() - t0 < 60:
+            t = time.perf_counter()
+            max_gap = max(max_gap, t - last)
+            last = t
+            run.poll()
+            max_poll = max(max_poll, time.perf_counter() - t)
+            time.sleep(0.005)
+        written_s = time.perf_counter() - t0
+        t = time.perf_counter()
+        run.cancel()
+        cancel_s = time.perf_counter() - t
+        run.wait()
+        ct_runs.append({"start_s": start_s, "max_poll_s": max_poll, "max_gap_s": max_gap, "written_s": written_s,
+                        "cancel_s": cancel_s})
     del ct
     slicer.reset()
     return {"volume": _name, "runs": results,
             "ct_input_write_ms": _r(1000 * bs.median(ct_times), 1),
+            "ct_start_call_ms": _r(1000 * bs.median([r["start_s"] for r in ct_runs]), 1),
+            "ct_max_block_while_writing_ms": _r(1000 * bs.median([r["max_poll_s"] for r in ct_runs]), 1),
+            "ct_max_gap_while_writing_ms": _r(1000 * bs.median([r["max_gap_s"] for r in ct_runs]), 1),
+            "ct_written_and_started_s": _r(bs.median([r["written_s"] for r in ct_runs]), 2),
             "ct_input_shape_ijk": list(reversed(ct_shape)), "status": [r["status"] for r in results],
             "max_block_during_run_ms": _r(1000 * bs.median([r["max_poll_s"] for r in results]), 1),
             "max_loop_gap_ms": _r(1000 * bs.median([r["max_gap_s"] for r in results]), 1),
@@ -449,7 +475,11 @@ def markdown(result: dict) -> str:
                  f"{o['max_loop_gap_ms']} | {o['start_call_ms']} | {o['final_import_ms']} | {o['total_s']} |")
         if "ct_input_write_ms" in o:
             L.append(f"\nstart() on a CT-sized volume ({'x'.join(map(str, o['ct_input_shape_ijk']))} int16): writing the "
-                     f"engine's input file blocks the caller for {o['ct_input_write_ms']} ms.")
+                     f"engine's input file on the caller's thread would take {o['ct_input_write_ms']} ms"
+                     + (f"; start() now returns in **{o['ct_start_call_ms']} ms** and the write runs in a worker "
+                        f"thread: longest poll() block meanwhile **{o['ct_max_block_while_writing_ms']} ms**, "
+                        f"longest loop gap {o['ct_max_gap_while_writing_ms']} ms, engine started after "
+                        f"{o['ct_written_and_started_s']} s." if "ct_start_call_ms" in o else "."))
         L.append(f"\n{o['note']}\n")
     if "gpu" in s:
         o = s["gpu"]
