@@ -333,10 +333,12 @@ def explain(net, x, class_index: int, method: str = "gradcam", target_layer: Opt
         occ = OcclusionSensitivity(nn_module=net, mask_size=mask_size, n_batch=32, verbose=False, overlap=0.5,
                                    activate=activate)
         with torch.no_grad():
-            occ_map, _ = occ(x)
-            p = torch.sigmoid(net(x)) if act == "sigmoid" else torch.softmax(net(x), 1)
-        # importance = how much the class probability drops when the neighbourhood is hidden
-        heat = (p[0, class_index] - occ_map[0, class_index]).clamp(min=0).detach().cpu().numpy()
+            occ_map = occ(x)[0][0, class_index].detach().cpu().numpy()
+        # importance = how much hiding the neighbourhood changes the class probability, in either
+        # direction (a gland can be evidence *against* a class: hiding it then raises that class).
+        # Baseline = the median of the map: MONAI's window blending scales even a no-op occlusion
+        # (hiding empty background) slightly, and most positions are such no-ops.
+        heat = np.abs(occ_map - np.median(occ_map))
     heat = np.nan_to_num(heat.astype(np.float32))
     top = float(heat.max())
     return heat / top if top > 0 else heat

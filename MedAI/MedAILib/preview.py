@@ -73,6 +73,10 @@ def overlay_png(volume: Volume, path, labelmap: Optional[Volume] = None, heatmap
     lo, hi = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
     lab = _to_ras_array(labelmap) if labelmap is not None else None
     heat = _to_ras_array(heatmap).astype(np.float32) if heatmap is not None else None
+    if heat is not None:
+        finite = heat[np.isfinite(heat)]
+        heat_lo, heat_hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        heat_hi = heat_hi if heat_hi > heat_lo else heat_lo + 1.0
     spacing_ras = np.abs(np.asarray(volume.spacing))  # approximate aspect for display
     codes = volume.axis_codes
     sp = [spacing_ras[next(i for i, c in enumerate(codes) if c in pair)] for pair in ("RL", "AP", "SI")]
@@ -94,7 +98,10 @@ def overlay_png(volume: Volume, path, labelmap: Optional[Volume] = None, heatmap
             ax.imshow(_view(img, axis, pos), cmap="gray", vmin=lo, vmax=hi, aspect=aspects[axis],
                       interpolation="nearest")
             if heat is not None:
-                ax.imshow(np.ma.masked_invalid(_view(heat, axis, pos)), cmap="jet", alpha=heatmap_alpha,
+                hv = _view(heat, axis, pos)
+                # one colour scale for the whole volume; a non-negative map (Grad-CAM, occlusion) hides its zeros
+                hv = np.ma.masked_where(~(hv > 0), hv) if heat_lo >= 0 else np.ma.masked_invalid(hv)
+                ax.imshow(hv, cmap="jet", alpha=heatmap_alpha, vmin=heat_lo, vmax=heat_hi,
                           aspect=aspects[axis], interpolation="bilinear")
             if lab is not None:
                 ax.imshow(_view(lab, axis, pos), cmap=cmap, vmin=0, vmax=cmap.N - 1, aspect=aspects[axis],
