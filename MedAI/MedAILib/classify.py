@@ -330,7 +330,7 @@ def explain(net, x, class_index: int, method: str = "gradcam", target_layer: Opt
         spatial = x.shape[2:]
         mask_size = [max(2, int(round(s / 7))) for s in spatial]
         activate = (lambda t: torch.sigmoid(t)) if act == "sigmoid" else True
-        occ = OcclusionSensitivity(nn_module=net, mask_size=mask_size, n_batch=32, verbose=False, overlap=0.5,
+        occ = OcclusionSensitivity(nn_module=net, mask_size=mask_size, n_batch=32, verbose=False, overlap=0.25,
                                    activate=activate)
         with torch.no_grad():
             occ_map = occ(x)[0][0, class_index].detach().cpu().numpy()
