@@ -227,10 +227,10 @@ def test_fusion_logic_segment_with_several_inputs_registers_other_grid(slicer, b
     assert isinstance(run, SegmentationRun) and "--assume-aligned" not in run.process.command
     assert run.outputSegmentation is out
     assert any("input 2" in l and "registered (rigid) and resampled" in l for l in logs), logs
-    # Registration on these small 2 mm volumes ends within about a voxel of identity, and a random-weight
-    # network amplifies sub-voxel differences, so the labels are close but not identical (measured Dice
-    # 0.74-0.91 per label, 96.6% voxel agreement on this case). Engine-level registration accuracy is
-    # tested in test_registration.py; here: the Fusion section runs the same Logic and the result is sane.
+    # Registration (T2 to T1c, Mattes MI) of these small 2 mm volumes does not return exactly the identity,
+    # and a random-weight network amplifies small differences, so the labels are close, not identical
+    # (measured Dice 0.74-0.91 per label, 96.6% voxel agreement on this case). Registration accuracy is
+    # tested in test_registration.py; here: the Fusion section runs the same Logic and registers.
     ours = _check_against_aligned(slicer, run, nodes, reference, min_dice=0.65)
     assert (ours == reference).mean() > 0.93
     _assert_unchanged(slicer, nodes, before)
