@@ -94,10 +94,10 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     # --- running -------------------------------------------------------------------------------
-    def _start(self, run) -> None:
+    def _start(self, run, button=None) -> None:
         self._run = run
         self.ui.progressBar.value = 0
-        self.ui.registerButton.text = _("Cancel")
+        (button or self.ui.registerButton).text = _("Cancel")  # the button that started it stops it
         self._pollTimer.start()
 
     def _poll(self) -> None:
@@ -111,6 +111,7 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _onCompleted(self, run) -> None:
         self.ui.registerButton.text = _("Register")
+        self.ui.multiSegmentButton.text = _("Segment")
         if run.status == "done" and getattr(run, "outputSegmentation", None) is not None:
             self.ui.progressBar.value = 100
             self.ui.statusLabel.text = _("Done.")
@@ -169,7 +170,8 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
             self._start(self.logic.segmentMultiInput(
                 inputs, self.ui.multiOutputSelector.currentNode(), model.id,
-                assumeAligned=self.ui.multiAssumeAlignedCheckBox.checked, **self._callbacks()))
+                assumeAligned=self.ui.multiAssumeAlignedCheckBox.checked, **self._callbacks()),
+                self.ui.multiSegmentButton)
 
     def onOpacity(self, value) -> None:
         self.logic.setForegroundOpacity(value)
