@@ -154,6 +154,16 @@ def test_bundle_without_recipe_runs_its_own_preprocessing(npz, bundle, tmp_path,
     outside = np.ones(image.shape, bool)
     outside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = False
     assert res.heatmap.array[outside].max() == 0.0 and res.heatmap.array.max() > 0.9
+    # a multi-label bundle (sigmoid in its post-processing) gets sigmoid probabilities
+    cfg = json.loads((generic / "configs" / "inference.json").read_text())
+    cfg["postprocessing"]["transforms"] = [{"_target_": "Activationsd", "keys": "pred", "sigmoid": True}]
+    (generic / "configs" / "inference.json").write_text(json.dumps(cfg))
+    b = resolve_model(str(generic), trust_paths=[str(generic)])
+    res = classify(image, b, mask=labelmap, device="cpu")
+    with torch.no_grad():
+        s = torch.sigmoid(b.network(torch.as_tensor(np.asarray(x), dtype=torch.float32)[None]))[0].numpy()
+    assert res.multi_label and res.predicted_index == int(np.argmax(s))
+    np.testing.assert_allclose(res.probabilities, s, atol=1e-5)
 
 
 def test_bad_inputs_get_clear_errors(npz, bundle):
