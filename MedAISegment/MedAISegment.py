@@ -245,7 +245,7 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.text = _("Segment")
         model = self.currentModel()
         p = self._parameterNode
-        ready = bool(model and p and all(p.inputVolumes(model.input_count)))
+        ready = bool(model and p and model.input_count <= MAX_INPUTS and all(p.inputVolumes(model.input_count)))
         anyChecked = any(self.ui.structuresListWidget.item(i).checkState() == qt.Qt.Checked
                          for i in range(self.ui.structuresListWidget.count))
         self.ui.applyButton.enabled = ready and anyChecked
