@@ -227,8 +227,9 @@ def test_fusion_logic_segment_with_several_inputs_registers_other_grid(slicer, b
     assert isinstance(run, SegmentationRun) and "--assume-aligned" not in run.process.command
     assert run.outputSegmentation is out
     assert any("input 2" in l and "registered (rigid) and resampled" in l for l in logs), logs
-    # Registration (T2 to T1c, Mattes MI) of these small 2 mm volumes does not return exactly the identity,
-    # and a random-weight network amplifies small differences, so the labels are close, not identical
+    # Registration (T2 to T1c, Mattes MI) of these small 2 mm volumes ends 1.1 mm / 0.4 deg from the identity
+    # (measured with align_inputs on the same arrays: MI -0.393 -> -0.402, i.e. MI prefers that pose), and
+    # a random-weight network amplifies small differences, so the labels are close, not identical
     # (measured Dice 0.74-0.91 per label, 96.6% voxel agreement on this case). Registration accuracy is
     # tested in test_registration.py; here: the Fusion section runs the same Logic and registers.
     ours = _check_against_aligned(slicer, run, nodes, reference, min_dice=0.65)
