@@ -147,6 +147,37 @@ def labels_to_volume(labels_ijk: torch.Tensor, reference: Volume, label_infos) -
 
 # --- the whole pipeline ------------------------------------------------------------------------
 
+def _post_reads_image(bundle) -> bool:
+    """Whether a post-processing step other than ``Invertd`` names the key "image" (its voxels may
+    then be needed); Invertd reads only the image's metadata and transform trace."""
+    from monai.transforms import Invertd
+
+    post = bundle.postprocessing
+    for t in (post.transforms if post is not None else []):
+        if isinstance(t, Invertd):
+            continue
+        for value in vars(t).values():
+            values = value if isinstance(value, (list, tuple)) else (value,)
+            if any(isinstance(v, str) and v == "image" for v in values):
+                return True
+    return False
+
+
+def release_image_voxels(data: dict, bundle) -> dict:
+    """``data`` with the model-space image replaced by an empty MetaTensor carrying the same metadata
+    and transform trace, so its voxels (one float per model-grid voxel and channel) are freed before
+    post-processing, whose peak they would otherwise add to. Kept when the post-processing reads them."""
+    from monai.data import MetaTensor
+
+    image = data["image"]
+    if _post_reads_image(bundle) or not isinstance(image, MetaTensor):
+        return data
+    # Same shape and dtype (some inverses read them) but no storage: one value broadcast (stride 0).
+    empty = MetaTensor(torch.zeros(1, dtype=image.dtype).expand(image.shape), meta=image.meta,
+                       applied_operations=image.applied_operations)
+    return dict(data, image=empty)
+
+
 def _postprocess(bundle, data: dict, logits) -> torch.Tensor:
     """The bundle's own post-processing (minus saving); nearest-neighbour inverse if it has no Invertd.
 
@@ -226,6 +257,8 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
     progress.stage(0.1, 0.9).update(0.0, f"running {bundle.name} on {dev.type}")
     # Held in a list that _postprocess empties, so the logits can be freed mid post-processing.
     logits = [run_inferer(bundle.inferer, bundle.network, image.as_tensor()[None], dev, progress, cancel)[0]]
+    del image
+    data = release_image_voxels(data, bundle)
     cancel.check()
     progress.stage(0.9, 1.0).update(0.0, "post-processing")
     pred = _postprocess(bundle, data, logits)

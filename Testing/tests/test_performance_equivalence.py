@@ -202,3 +202,45 @@ def test_benchmark_quick_smoke(tmp_path):
         assert "skipped" in result["sections"]["gpu"]
     md = (out / "bench.md").read_text()
     assert "Overhead" in md and "MONAI" in md and "Scale" in md and "Slicer" in md
+
+
+def test_releasing_model_space_voxels_before_postprocessing_gives_identical_labels(small_bundle, monkeypatch):
+    """segment() frees the model-space image's voxels before post-processing (round 2); Invertd needs
+    only its metadata and transform trace. Same labels as keeping them, on an anisotropic grid."""
+    import MedAILib.segment as seg
+
+    rng = np.random.default_rng(8)
+    arr = rng.normal(100, 30, size=(30, 26, 34)).astype(np.float32)
+    arr[8:22, 6:20, 10:26] += 120
+    vol = Volume(arr, np.diag([1.3, 0.7, 1.1, 1.0]))
+    calls = []
+    real = seg.release_image_voxels
+
+    def spy(data, bundle):
+        out = real(data, bundle)
+        calls.append(out["image"].untyped_storage().nbytes())
+        return out
+
+    monkeypatch.setattr(seg, "release_image_voxels", spy)
+    released = seg.segment([vol], small_bundle, device="cpu").labelmap.array
+    assert calls and calls[0] <= 8, "the voxels were not released"
+    monkeypatch.setattr(seg, "release_image_voxels", lambda data, bundle: data)
+    kept = seg.segment([vol], small_bundle, device="cpu").labelmap.array
+    np.testing.assert_array_equal(released, kept)
+    assert (kept > 0).any()
+
+
+def test_image_voxels_kept_when_postprocessing_reads_them(small_bundle):
+    from monai.transforms import Compose, CopyItemsd
+
+    from MedAILib.segment import release_image_voxels, to_model_space
+
+    data = to_model_space([Volume(np.ones((8, 9, 10), np.float32), np.eye(4))], small_bundle)
+    released = release_image_voxels(data, small_bundle)["image"]
+    assert released.untyped_storage().nbytes() <= 8 and released.shape == data["image"].shape
+
+    class Reading:  # a bundle whose post-processing copies the image
+        postprocessing = Compose([CopyItemsd(keys="image", names="image_copy"),
+                                  *small_bundle.postprocessing.transforms])
+
+    assert release_image_voxels(data, Reading())["image"] is data["image"]
