@@ -1,6 +1,7 @@
 """The catalogue schema validator is built once per schema file version (docs/performance.md, round 2):
 same verdicts and messages as ``jsonschema.validate``, the schema itself checked here instead of
-on every run, and a changed schema file is picked up."""
+on every run, and a changed schema file is picked up; a catalogue text already found valid against
+the same schema text is not validated again (in-process set, marker file under MEDAI_HOME)."""
 
 import json
 import os
@@ -10,6 +11,13 @@ import pytest
 
 from MedAILib.bundles import catalogue as cat_mod
 from MedAILib.errors import ModelError
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(cat_mod, "_VALID_DIGESTS", set())
+    return tmp_path / "home"
 
 
 def test_catalogue_schema_is_valid():
@@ -50,3 +58,30 @@ def test_validator_is_cached_and_rebuilt_when_the_schema_changes(tmp_path):
     os.utime(schema_file, ns=(1, 1))  # a different mtime even on coarse clocks
     v2 = cat_mod.catalogue_validator(schema_file)
     assert v2 is not v1 and v2.is_valid({})
+
+
+def test_valid_text_is_validated_once_invalid_text_every_time(tmp_path, monkeypatch):
+    good = _shipped_doc()
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps(good))
+    calls = []
+    real = cat_mod.catalogue_validator
+
+    def counting(*a):
+        calls.append(1)
+        return real(*a)
+
+    monkeypatch.setattr(cat_mod, "catalogue_validator", counting)
+    cat_mod.read_catalogue_file(path, "user")
+    assert len(calls) == 1
+    cat_mod.read_catalogue_file(path, "user")
+    monkeypatch.setattr(cat_mod, "_VALID_DIGESTS", set())  # a new process: the marker file answers
+    cat_mod.read_catalogue_file(path, "user")
+    assert len(calls) == 1
+    bad = json.loads(json.dumps(good))
+    bad["models"][0]["task"] = "dancing"
+    path.write_text(json.dumps(bad))  # an edit changes the digest: validated again, and refused
+    for _ in range(2):
+        with pytest.raises(ModelError, match="invalid"):
+            cat_mod.read_catalogue_file(path, "user")
+    assert len(calls) == 3

@@ -4,6 +4,7 @@ with the user's ``MEDAI_HOME/catalogue.json`` merged on top (same schema; same i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -95,13 +96,47 @@ def catalogue_validator(path: Optional[Path] = None):
     return _VALIDATORS[key]
 
 
+_VALID_DIGESTS: set = set()
+
+
+def _validated_marker(digest: str) -> Path:
+    return medai_home() / "cache" / "catalogue-valid" / digest
+
+
+def _known_valid(digest: str) -> bool:
+    """This exact catalogue text was already found valid against this exact schema (in this process,
+    or by an earlier run: a marker file named by the SHA-256 of both texts)."""
+    if digest in _VALID_DIGESTS:
+        return True
+    try:
+        return _validated_marker(digest).is_file()
+    except OSError:
+        return False
+
+
+def _remember_valid(digest: str) -> None:
+    _VALID_DIGESTS.add(digest)
+    try:
+        marker = _validated_marker(digest)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    except OSError:  # read-only home: validate again next time, nothing else changes
+        pass
+
+
 def read_catalogue_file(path: Path, origin: str) -> list:
     try:
-        doc = json.loads(Path(path).read_text())
-        # same error as jsonschema.validate would raise (its best match), without re-checking the schema
-        error = jsonschema.exceptions.best_match(catalogue_validator().iter_errors(doc))
-        if error is not None:
-            raise error
+        text = Path(path).read_bytes()
+        doc = json.loads(text)
+        # Validating the document costs ~0.1 s (idle) per run; a text already validated against this
+        # schema text is not validated again (any edit of either changes the digest).
+        digest = hashlib.sha256(text + b"\0" + schema_path().read_bytes()).hexdigest()
+        if not _known_valid(digest):
+            # same error as jsonschema.validate (its best match), without re-checking the schema itself
+            error = jsonschema.exceptions.best_match(catalogue_validator().iter_errors(doc))
+            if error is not None:
+                raise error
+            _remember_valid(digest)
     except json.JSONDecodeError as e:
         raise ModelError(f"model catalogue {path} is not valid JSON ({e})", "fix or remove the file") from e
     except jsonschema.ValidationError as e:
