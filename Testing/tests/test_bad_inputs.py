@@ -39,9 +39,11 @@ def check_failure(r, expected):
         return "exit 0 (accepted)"
     if "Traceback" in r.stderr + r.stdout:
         return "traceback shown"
-    if not any(expected in l and l.startswith("medai: error:") for l in lines):
+    # One clear line: "medai: error: ..." (whole command) or "medai: case X failed: ..." (a case of a batch)
+    errors = [l for l in lines if l.startswith("medai: error:") or (l.startswith("medai: case ") and " failed: " in l)]
+    if not any(expected in l for l in errors):
         return f"message not found: {r.stderr.strip()[-200:]!r}"
-    if len([l for l in lines if l.startswith("medai: error:")]) != 1:
+    if len(errors) != 1:
         return "more than one error line"
     return ""
 
