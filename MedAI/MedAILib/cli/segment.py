@@ -85,13 +85,15 @@ def output_path(out: Path, name: str, fmt: str, batch: bool) -> Path:
     return out / f"{name}{suffix}"
 
 
-def run_case(paths, bundle, out_file: Path, args, progress: Progress, preview=None) -> dict:
+def run_case(paths, bundle, out_file: Path, args, progress: Progress, preview=None, volumes=None) -> dict:
+    """Segment one case; ``volumes`` are the already-read (and pre-checked) inputs when given."""
     from ..io import read_image, write_segmentation
     from ..postprocess import label_volumes_ml
     from ..segment import segment
 
     t0 = time.monotonic()
-    volumes = [read_image(p) for p in paths]
+    if volumes is None:
+        volumes = [read_image(p) for p in paths]
     result = segment(volumes, bundle, device=args.device, progress=progress,
                      structures=[s.strip() for s in args.structures.split(",")] if args.structures else None,
                      keep_largest=args.keep_largest, min_island_mm3=args.min_island_mm3,
@@ -178,10 +180,15 @@ def run(args) -> int:
     rows, outputs, failed = [], [], []
     try:
         with _Signals(token):
-            bundle = resolve_model(args.model, fast=args.fast, trust_paths=args.trust, progress=progress)
-            from ..segment import input_spec
+            # Inputs are read and checked before the model is loaded (torch + MONAI cost seconds), so
+            # a bad input is refused at once and a batch of bad inputs never loads a model.
+            bundle, spec = None, _catalogue_spec(args.model)
+            if spec is None:  # a bundle folder: its metadata decides what it needs
+                bundle = resolve_model(args.model, fast=args.fast, trust_paths=args.trust, progress=progress)
+                from ..segment import input_spec
 
-            cases = collect_cases(args.inputs, input_spec(bundle)["n_inputs"])
+                spec = input_spec(bundle)
+            cases = collect_cases(args.inputs, spec["n_inputs"])
             out = Path(args.output)
             batch = len(cases) > 1
             if batch and full_suffix(out).lower() in (".seg.nrrd", ".nii.gz"):
@@ -199,14 +206,21 @@ def run(args) -> int:
                         raise InputError(f"{out_file} already exists", "use --overwrite to replace it, or another -o")
                     if preview is not None and preview.exists() and not args.overwrite:
                         raise InputError(f"{preview} already exists", "use --overwrite to replace it")
+                    volumes = _read_and_check(paths, spec)
+                    if bundle is None:
+                        try:
+                            bundle = resolve_model(args.model, fast=args.fast, trust_paths=args.trust,
+                                                   progress=progress)
+                        except MedAIError as e:
+                            raise _ModelUnavailable(e) from e
                     case_progress = Progress(
                         callback=(lambda f, m, e, n=n: cb(None if f is None else (n + f) / len(cases), m, e)) if cb else None,
                         json_stream=None, cancel=token)
                     if json_mode:
                         case_progress = _ScaledJsonProgress(n, len(cases), token, name)
-                    row.update(run_case(paths, bundle, out_file, args, case_progress, preview))
+                    row.update(run_case(paths, bundle, out_file, args, case_progress, preview, volumes=volumes))
                     outputs.append(str(out_file))
-                except Cancelled:
+                except (Cancelled, _ModelUnavailable):
                     raise
                 except MedAIError as e:
                     row.update(status="failed", error=str(e), seconds=None, device=None, output=None)
@@ -220,6 +234,8 @@ def run(args) -> int:
                               ("case", "status", "error", "seconds", "device", "output", "label_volumes_ml")})
                 elif row["status"] != "ok":
                     print(f"medai: case {name} failed: {row['error']}", file=sys.stderr)
+    except _ModelUnavailable as e:
+        raise e.error from None  # the model itself cannot run: one error for the whole command
     except Cancelled as e:
         if json_mode:
             emit_json(event="error", message=e.message, hint="no partial output was written", cancelled=True)
@@ -240,6 +256,42 @@ def run(args) -> int:
     if not failed:
         return EXIT_OK
     return EXIT_PARTIAL if outputs else EXIT_ERROR
+
+
+class _ModelUnavailable(Exception):
+    """The model could not be loaded (untrusted, missing, corrupt): stops the batch, unlike a bad case."""
+
+    def __init__(self, error: MedAIError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _catalogue_spec(model):
+    """The inputs a catalogue model needs, read from the catalogue without loading torch; None for a
+    bundle folder (or anything the catalogue does not know), which is then loaded first."""
+    from ..bundles.catalogue import load_catalogue
+
+    catalogue = load_catalogue()
+    if model is not None and model not in catalogue:
+        return None
+    entry = catalogue.default_for("segmentation") if model is None else catalogue.get(model)
+    inputs = list(entry.raw.get("inputs") or [])
+    n = int(entry.raw.get("input_count", len(inputs) or 1))
+    return {"model": entry.id, "n_inputs": n, "input_count": n,
+            "input_names": [i.get("name", f"input {k + 1}") for k, i in enumerate(inputs)],
+            "modalities": [i.get("modality") for i in inputs if i.get("modality")]}
+
+
+def _read_and_check(paths, spec: dict) -> list:
+    """Read a case's inputs and run the model-independent checks (validation runs again, fully,
+    inside segment() after multi-input alignment)."""
+    from ..io import read_image
+    from ..validation import check_inputs
+
+    volumes = [read_image(p) for p in paths]
+    # Inputs on different grids are aligned later by the engine, so grids are not compared here.
+    check_inputs(volumes, dict(spec, aligned=False))
+    return volumes
 
 
 class _ScaledJsonProgress(Progress):
