@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="medai: %(levelname)s: %(message)s")
+    if not args.debug:
+        # MONAI announces an optional GPU DICOM decoder on import; not something a user can act on.
+        logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
