@@ -1,6 +1,9 @@
 """The life cycle of one engine run seen from Slicer: nodes -> temporary files -> ``medai <subcommand>``
 in a separate process (:mod:`.process`) -> nodes. Shared by the MedAI, MedAISegment and MedAIFusion
 logics: a subclass writes its inputs (``_arguments``) and loads its results (``_import``).
+``_arguments`` may also return ``(args, prepare)``: ``prepare`` then runs in a worker thread before
+the engine starts (used to write large inputs off the GUI thread). Nodes a subclass makes while
+importing (``_newOutput``) are removed again when the import fails, so no half-filled node is left.
 
 MRML is touched on the caller's thread only (inside ``poll()``/``wait()``).
 """
@@ -21,6 +24,7 @@ class EngineRun:
 
     subcommand = ""
     tempKey = "MedAI"
+    runName = ""  # word for the log line at the end ("Segmentation done."); the subcommand when empty
 
     def __init__(self, progressCallback: Optional[Callable] = None, logCallback: Optional[Callable] = None,
                  completedCallback: Optional[Callable] = None, enginePrefix=None):
@@ -30,8 +34,9 @@ class EngineRun:
         self.errorText = ""
         self.tempDir = None
         self.process: Optional[EngineProcess] = None
+        self._createdOutputs: list = []  # attribute names of nodes made by _import (see _newOutput)
 
-    def _arguments(self) -> list:  # write inputs into self.tempDir, return the engine arguments
+    def _arguments(self):  # write inputs into self.tempDir, return the engine arguments (or (args, prepare))
         raise NotImplementedError
 
     def _import(self, result) -> None:  # create/fill nodes from the files in self.tempDir
@@ -40,11 +45,14 @@ class EngineRun:
     def start(self) -> "EngineRun":
         self.tempDir = slicer.util.tempDirectory(self.tempKey)
         try:
-            args = self._arguments()
+            args, prepare = self._arguments(), None
+            if isinstance(args, tuple):
+                args, prepare = args
             env = engine_environment(slicer.util.startupEnvironment())
             self.process = EngineProcess(engine_command(self.subcommand, args, self.enginePrefix), env=env,
                                          on_progress=self._onProgress, on_log=self._log, on_event=self._onEvent,
-                                         on_finished=self._onFinished, cleanup_dirs=[self.tempDir])
+                                         on_finished=self._onFinished, cleanup_dirs=[self.tempDir],
+                                         prepare=prepare)
             self._log("Running: " + " ".join(self.process.command))
             self.process.start()
         except Exception:
@@ -80,18 +88,36 @@ class EngineRun:
     def _onEvent(self, event) -> None:  # every JSON event of the engine (override to read results)
         pass
 
+    def _failureText(self, result) -> str:  # what a failed run says (override to prefer an engine event)
+        return result.error_text()
+
+    def _newOutput(self, attribute: str, node):
+        """Set output node ``attribute`` to a node made by ``_import``: removed again if the import fails."""
+        setattr(self, attribute, node)
+        self._createdOutputs.append(attribute)
+        return node
+
+    def _removeCreatedOutputs(self) -> None:
+        for attribute in self._createdOutputs:
+            node = getattr(self, attribute, None)
+            if node is not None:
+                slicer.mrmlScene.RemoveNode(node)
+                setattr(self, attribute, None)
+        self._createdOutputs = []
+
     def _onFinished(self, result):
         try:
             if result.cancelled:
                 self.status, self.errorText = "cancelled", "Cancelled."
             elif not result.ok:
-                self.status, self.errorText = "failed", result.error_text()
+                self.status, self.errorText = "failed", self._failureText(result)
             else:
                 self._import(result)
                 self.status = "done"
-        except Exception as e:
+        except Exception as e:  # a failed import must not leave a half-filled new node
             logging.exception("importing the result failed")
+            self._removeCreatedOutputs()
             self.status, self.errorText = "failed", f"Could not load the result: {e}"
-        self._log(f"{self.subcommand} {self.status}." + (f" {self.errorText}" if self.status == "failed" else ""))
+        self._log(f"{self.runName or self.subcommand} {self.status}." + (f" {self.errorText}" if self.status == "failed" else ""))
         if self.completedCallback:
             self.completedCallback(self)

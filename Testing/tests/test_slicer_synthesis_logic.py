@@ -81,3 +81,32 @@ def test_noise_input_raises_the_ood_warning_and_bad_requests_are_refused(slicer,
     run = logic.synthesize(noise, None, "t2_to_flair_gan", device="cpu", wait=True)
     assert run.status == "done" and "UNLIKE THE TRAINING DATA" in run.oodWarning
     assert run.outputVolume.GetAttribute("MedAI.synthesis.oodWarning") == run.oodWarning
+
+
+def test_failed_import_removes_the_new_node_and_case_error_wins(slicer, tmp_path, monkeypatch):
+    """The shared run life cycle (MedAISlicerLib.runs.EngineRun) as SynthesisRun uses it, without the engine:
+    a result that fails to load leaves no half-filled new node; the engine's case_error beats the generic text."""
+    from types import SimpleNamespace
+
+    from MedAILib.io import write_image
+    from MedAILib.volume import Volume
+    from MedAIModuleLib import synthesis_logic
+
+    ijk_to_ras = np.diag([1.0, 1.0, 2.0, 1.0])
+    node = slicer.util.addVolumeFromArray(np.zeros((4, 5, 6), np.float32), ijk_to_ras, "in", "vtkMRMLScalarVolumeNode")
+    result_path = tmp_path / "result.nrrd"
+    write_image(Volume(np.ones((4, 5, 6), np.float32), ijk_to_ras), result_path)
+    volumes = lambda: len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"))
+    before = volumes()
+
+    run = synthesis_logic.SynthesisRun(node, device="cpu")
+    monkeypatch.setattr(synthesis_logic.nodes, "place_next_to", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    run._onFinished(SimpleNamespace(cancelled=False, ok=True, outputs=[str(result_path)]))
+    assert run.status == "failed" and "boom" in run.errorText
+    assert run.outputVolume is None and volumes() == before
+
+    run = synthesis_logic.SynthesisRun(node, device="cpu")
+    run._onEvent({"event": "case_error", "message": "not a T2 image", "hint": "choose the T2 series"})
+    run._onFinished(SimpleNamespace(cancelled=False, ok=False, outputs=[], error_text=lambda: "exit status 2"))
+    assert run.status == "failed"
+    assert run.errorText == "not a T2 image\nWhat to do: choose the T2 series"
