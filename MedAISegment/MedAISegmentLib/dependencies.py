@@ -25,6 +25,8 @@ PINNED = {
     "tqdm": "tqdm==4.70.1",
     "scipy": "scipy==1.17.1",
     "jsonschema": "jsonschema==4.26.0",
+    "yaml": "PyYAML==6.0.3",
+    "skimage": "scikit-image==0.26.0",
 }
 
 

@@ -178,3 +178,25 @@ def test_shipped_model_on_real_validation_case(data_dir):
     for v in (1, 2):
         a, b = res.labelmap.array == v, ref.array == v
         assert 2 * (a & b).sum() / (a.sum() + b.sum()) >= 0.8
+
+
+def test_bundle_postprocessing_keep_largest_component_runs(tmp_path):
+    """Model Zoo bundles (e.g. spleen CT) end their post-processing with KeepLargestConnectedComponentd,
+    which needs scikit-image: the bundle's own step must run, and leave one piece per applied label."""
+    from scipy import ndimage
+
+    folder = make_bundle(tmp_path / "kl", labels=("background", "organ"), intensity=None)
+    cfg_path = folder / "configs" / "inference.json"
+    cfg = json.loads(cfg_path.read_text())
+    post = cfg["postprocessing"]["transforms"]
+    at = next(i for i, t in enumerate(post) if t["_target_"] == "AsDiscreted") + 1
+    post.insert(at, {"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "applied_labels": [1]})
+    cfg_path.write_text(json.dumps(cfg))
+    trust.trust(folder)
+    rng = np.random.default_rng(1)
+    vol = Volume(rng.normal(0, 1, (24, 28, 30)).astype(np.float32), np.eye(4))
+    out = segment([vol], load_bundle(folder)).labelmap
+    assert out.same_grid(vol)
+    assert (out.array == 1).any()
+    # MONAI keeps the largest piece under full (26-)connectivity
+    assert ndimage.label(out.array == 1, structure=np.ones((3, 3, 3)))[1] == 1
