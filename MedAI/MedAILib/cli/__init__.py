@@ -25,6 +25,16 @@ SUBCOMMANDS = [
 ]
 
 
+def optional_module(path: str):
+    """Import ``path``; None when that module itself does not exist (a part not built or installed)."""
+    try:
+        return importlib.import_module(path)
+    except ModuleNotFoundError as e:
+        if e.name == path:
+            return None
+        raise
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medai",
@@ -35,13 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"{__name__}.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        module = optional_module(f"{__name__}.{name}")
+        if module is not None:  # else: subcommand not built yet
+            module.register(sub)
     return parser
 
 

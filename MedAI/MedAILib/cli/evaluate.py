@@ -6,7 +6,7 @@ Each kind is a module with ``add_arguments(parser)`` and ``run(args) -> int``; a
 
 from __future__ import annotations
 
-import importlib
+from . import optional_module
 
 # name -> module with add_arguments(parser) and run(args); order = order in --help.
 EVALUATORS = {
@@ -15,21 +15,12 @@ EVALUATORS = {
 }
 
 
-def _module(path: str):
-    try:
-        return importlib.import_module(path)
-    except ModuleNotFoundError as e:
-        if e.name == path:
-            return None  # evaluator not built yet
-        raise
-
-
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="score results against references (image similarity, ...)",
                        description=__doc__.split("\n")[0])
     esub = p.add_subparsers(dest="evaluator", metavar="KIND")
     for name, path in EVALUATORS.items():
-        module = _module(path)
+        module = optional_module(path)
         if module is None:
             continue
         doc = (module.__doc__ or name).strip().split("\n")[0]

@@ -7,11 +7,11 @@ Each trainer is a module with ``add_arguments(parser)`` and ``run(args) -> int``
 from __future__ import annotations
 
 import argparse
-import importlib
 import shlex
 import sys
 
 from ..errors import InputError
+from . import optional_module
 
 # name -> module with add_arguments(parser) and run(args); order = order in --help.
 TRAINERS = {
@@ -19,15 +19,6 @@ TRAINERS = {
     "classification": "MedAILib.training.classification",
     "synthesis": "MedAILib.training.synthesis",
 }
-
-
-def _module(path: str):
-    try:
-        return importlib.import_module(path)
-    except ModuleNotFoundError as e:
-        if e.name == path:
-            return None  # trainer not built yet
-        raise
 
 
 def register(sub) -> None:
@@ -41,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    module = _module(TRAINERS[args.task])
+    module = optional_module(TRAINERS[args.task])
     if module is None:
         raise InputError(f"the {args.task} trainer is not installed", "update MedAI")
     doc = (module.__doc__ or args.task).strip().split("\n")[0]
