@@ -104,3 +104,26 @@ def test_user_catalogue_merged_and_validated(home):
     (home / "catalogue.json").write_text(json.dumps({"version": 1, "models": [entry]}))
     with pytest.raises(ModelError, match="invalid"):
         load_catalogue()
+
+
+def test_shipped_weights_checked_against_catalogue_sha256(tmp_path, monkeypatch):
+    """Every shipped catalogue model has a SHA-256, and a damaged model.pt is refused before it loads."""
+    import shutil
+
+    from MedAILib.bundles import resolve_model
+    from MedAILib.bundles.cache import sha256_file
+    from MedAILib.bundles.catalogue import load_catalogue
+    from MedAILib.data import resources_dir
+    from MedAILib.errors import ModelError
+
+    shipped = [e for e in load_catalogue() if e.is_shipped]
+    assert shipped
+    for e in shipped:
+        assert e.raw.get("sha256") == sha256_file(e.shipped_path() / "models" / "model.pt"), e.id
+    copy = tmp_path / "Resources"
+    shutil.copytree(resources_dir(), copy)
+    with open(copy / "Models" / "hippocampus_unet" / "models" / "model.pt", "ab") as f:
+        f.write(b"x")
+    monkeypatch.setenv("MEDAI_RESOURCES", str(copy))
+    with pytest.raises(ModelError, match="catalogue checksum"):
+        resolve_model("hippocampus_unet").network()
