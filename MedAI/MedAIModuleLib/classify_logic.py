@@ -55,18 +55,23 @@ class ClassifyRun(EngineRun):
         self.resultText = ""
         self._case: dict = {}
 
-    def _arguments(self) -> list:
+    def _arguments(self):
+        # The segment is exported to a labelmap here (MRML, caller's thread); only the file writes
+        # happen in the worker thread before the engine starts.
         folder = Path(self.tempDir)
-        args = [nodes.write_input_volume(self.inputVolume, folder, "input"), "--model", self.modelId,
+        volumes = {"input": nodes.volume_view_from_node(self.inputVolume)}
+        if self.segmentationNode is not None:
+            volumes["mask"] = nodes.segment_mask_volume(self.segmentationNode, self.segmentId, self.inputVolume)
+        paths, write_inputs = self._inputFiles(volumes)
+        args = [paths["input"], "--model", self.modelId,
                 "--progress", "json", "--device", self.device, "--report", folder / "report.json"]
         if self.segmentationNode is not None:
-            args += ["--mask", nodes.write_segment_mask(self.segmentationNode, self.segmentId, self.inputVolume,
-                                                        folder, "mask")]
+            args += ["--mask", paths["mask"]]
         if self.roiNode is not None:
             args += ["--roi", ",".join(f"{v:.4f}" for v in nodes.roi_bounds(self.roiNode))]
         if self.explain:
             args += ["--explain", folder / "heatmap.nrrd", "--explain-method", self.explain]
-        return args
+        return args, write_inputs
 
     def _onEvent(self, event) -> None:
         if event.get("event") == "case_done":

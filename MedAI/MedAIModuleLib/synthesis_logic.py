@@ -1,7 +1,7 @@
 """"Convert modality" logic: scalar volume node -> ``medai synthesize`` process -> new scalar volume node.
 
 The engine does all the work in its own process (GUI stays live, Cancel kills it). This file only
-writes the input (and the optional reference) to a temporary folder, follows the JSON events
+writes the input (and the optional reference) to a temporary folder (in a worker thread), follows the JSON events
 (progress, the out-of-distribution ``warning``, ``metrics``) and loads the result onto a volume
 node. MRML is touched on the caller's thread only (inside ``poll()``).
 """
@@ -51,14 +51,18 @@ class SynthesisRun(EngineRun):
         self.units = ""
         self._caseError = ""
 
-    def _arguments(self) -> list:
-        source = nodes.write_input_volume(self.inputVolume, self.tempDir, "input")
+    def _arguments(self):
+        # Views only here; the files are written in the worker thread before the engine starts.
+        volumes = {"input": nodes.volume_view_from_node(self.inputVolume)}
+        if self.referenceVolume is not None:
+            volumes["reference"] = nodes.volume_view_from_node(self.referenceVolume)
+        paths, write_inputs = self._inputFiles(volumes)
         self.resultPath = f"{self.tempDir}/result.nrrd"
-        args = [source, "-o", self.resultPath, "--model", self.modelId, "--progress", "json",
+        args = [paths["input"], "-o", self.resultPath, "--model", self.modelId, "--progress", "json",
                 "--device", self.device]
         if self.referenceVolume is not None:
-            args += ["--reference", nodes.write_input_volume(self.referenceVolume, self.tempDir, "reference")]
-        return args
+            args += ["--reference", paths["reference"]]
+        return args, write_inputs
 
     def _onEvent(self, event):
         kind = event.get("event")

@@ -117,21 +117,23 @@ def place_next_to(node, referenceNode) -> None:
     sh.SetItemParent(sh.GetItemByDataNode(node), sh.GetItemParent(sh.GetItemByDataNode(referenceNode)))
 
 
-def write_segment_mask(segmentationNode, segmentId, referenceVolumeNode, folder, stem: str) -> Path:
-    """Write one segment as a 0/1 labelmap on ``referenceVolumeNode``'s grid (``folder/stem.nrrd``):
-    the engine then gets the mask on exactly the image's voxels."""
-    from MedAILib.io import write_image
-
+def segment_mask_volume(segmentationNode, segmentId, referenceVolumeNode) -> Volume:
+    """One segment as a 0/1 uint8 Volume on ``referenceVolumeNode``'s grid: the engine then gets the
+    mask on exactly the image's voxels. Exports from MRML, so call it on Slicer's main thread; the
+    result is a private array that ``write_volume`` may write on a worker thread."""
     if segmentationNode.GetSegmentation().GetSegment(segmentId) is None:
         raise ValueError(f"'{segmentationNode.GetName()}' has no segment {segmentId!r}.")
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentationNode, segmentId, referenceVolumeNode)
     if not np.any(mask):
         raise ValueError(f"The segment '{segmentationNode.GetSegmentation().GetSegment(segmentId).GetName()}' is "
                          "empty. Draw it first (Segment Editor).")
-    reference = volume_from_node(referenceVolumeNode)
-    path = Path(folder) / f"{stem}.nrrd"
-    write_image(reference.with_array((np.asarray(mask) > 0).astype(np.uint8)), path, compress=False)
-    return path
+    reference = volume_view_from_node(referenceVolumeNode)  # only its geometry is used
+    return reference.with_array((np.asarray(mask) > 0).astype(np.uint8))
+
+
+def write_segment_mask(segmentationNode, segmentId, referenceVolumeNode, folder, stem: str) -> Path:
+    """Write one segment as a 0/1 labelmap on ``referenceVolumeNode``'s grid (``folder/stem.nrrd``)."""
+    return write_volume(segment_mask_volume(segmentationNode, segmentId, referenceVolumeNode), folder, stem)
 
 
 def roi_bounds(roiNode) -> list:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import Callable, Optional
 
 import slicer
 
+from . import nodes
 from .process import EngineProcess, engine_command, engine_environment
 
 
@@ -41,6 +43,19 @@ class EngineRun:
 
     def _import(self, result) -> None:  # create/fill nodes from the files in self.tempDir
         raise NotImplementedError
+
+    def _inputFiles(self, volumes: dict):
+        """``{stem: Volume}`` (views from ``nodes.volume_view_from_node``, taken on the caller's thread)
+        -> (``{stem: path in self.tempDir}``, ``prepare`` that writes them on the worker thread).
+        Writing a CT takes 0.3-1.7 s; only this part leaves Slicer's main thread (no MRML in it)."""
+        folder = self.tempDir
+        paths = {stem: Path(folder) / f"{stem}.nrrd" for stem in volumes}
+
+        def write_inputs():
+            for stem, volume in volumes.items():
+                nodes.write_volume(volume, folder, stem)
+
+        return paths, write_inputs
 
     def start(self) -> "EngineRun":
         self.tempDir = slicer.util.tempDirectory(self.tempKey)

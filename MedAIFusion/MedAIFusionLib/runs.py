@@ -50,16 +50,19 @@ class RegistrationRun(EngineRun):
         self.outputVolume = None
         self.report: dict = {}
 
-    def _arguments(self) -> list:
-        fixed = nodes.write_input_volume(self.fixedVolume, self.tempDir, "fixed")
-        moving = nodes.write_input_volume(self.movingVolume, self.tempDir, "moving")
+    def _arguments(self):
+        # Views only here; the files are written in the worker thread before the engine starts.
+        nodesByStem = {"fixed": self.fixedVolume, "moving": self.movingVolume, "fixed_mask": self.fixedMask,
+                       "moving_mask": self.movingMask}
+        paths, write_inputs = self._inputFiles({stem: nodes.volume_view_from_node(node)
+                                                for stem, node in nodesByStem.items() if node is not None})
         self.outDir = Path(self.tempDir) / "out"
-        args = [fixed, moving, "-o", self.outDir, "--type", self.transformType, "--progress", "json"]
+        args = [paths["fixed"], paths["moving"], "-o", self.outDir, "--type", self.transformType, "--progress", "json"]
         if self.fixedMask is not None:
-            args += ["--fixed-mask", nodes.write_input_volume(self.fixedMask, self.tempDir, "fixed_mask")]
+            args += ["--fixed-mask", paths["fixed_mask"]]
         if self.movingMask is not None:
-            args += ["--moving-mask", nodes.write_input_volume(self.movingMask, self.tempDir, "moving_mask")]
-        return args
+            args += ["--moving-mask", paths["moving_mask"]]
+        return args, write_inputs
 
     def _import(self, result) -> None:
         self.report = json.loads((self.outDir / "report.json").read_text())
@@ -97,12 +100,13 @@ class FuseRun(EngineRun):
         self.alpha, self.squares = float(alpha), [int(s) for s in squares]
         self.outputVolume = None
 
-    def _arguments(self) -> list:
-        base = nodes.write_input_volume(self.baseVolume, self.tempDir, "base")
-        other = nodes.write_input_volume(self.otherVolume, self.tempDir, "other")
+    def _arguments(self):
+        paths, write_inputs = self._inputFiles({"base": nodes.volume_view_from_node(self.baseVolume),
+                                                "other": nodes.volume_view_from_node(self.otherVolume)})
         self.outPath = Path(self.tempDir) / f"{self.mode}.nii.gz"
         extra = ["--alpha", self.alpha] if self.mode == "blend" else ["--squares", *self.squares]
-        return [self.mode, base, other, "-o", self.outPath, "--progress", "json", *extra]
+        args = [self.mode, paths["base"], paths["other"], "-o", self.outPath, "--progress", "json", *extra]
+        return args, write_inputs
 
     def _import(self, result) -> None:
         self.outputVolume = slicer.util.loadVolume(str(self.outPath), {
@@ -129,15 +133,17 @@ class EnsembleRun(EngineRun):
         self.outputLabels = None
         self.outputUncertainty = None
 
-    def _arguments(self) -> list:
-        paths = [nodes.write_input_volume(v, self.tempDir, f"input{n}") for n, v in enumerate(self.inputVolumes)]
+    def _arguments(self):
+        files, write_inputs = self._inputFiles({f"input{n}": nodes.volume_view_from_node(v)
+                                                for n, v in enumerate(self.inputVolumes)})
+        paths = list(files.values())
         self.labelsPath = Path(self.tempDir) / "fused.nii.gz"
         self.uncertaintyPath = Path(self.tempDir) / "uncertainty.nii.gz"
         args = ["ensemble", *paths, "--method", self.method, "-o", self.labelsPath, "--uncertainty",
                 self.uncertaintyPath, "--uncertainty-kind", self.uncertainty, "--progress", "json"]
         if self.method == "weighted":
             args += ["--weights", *self.weights]
-        return args
+        return args, write_inputs
 
     def _import(self, result) -> None:
         first = self.inputVolumes[0]

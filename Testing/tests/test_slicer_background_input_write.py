@@ -123,6 +123,36 @@ def test_failed_write_is_reported_and_cleaned_up(slicer, volume, catalogue, monk
     assert _leftovers(slicer) == []
 
 
+SYNTH_ENGINE = """
+import json, sys
+from MedAILib.io import read_image, write_image
+args = sys.argv[1:]
+source, out = args[1], args[args.index("-o") + 1]
+write_image(read_image(source), out)  # the "conversion" is a copy: the test checks the engine saw the input
+print(json.dumps({"event": "done", "outputs": [out], "failed": []}), flush=True)
+"""
+
+
+def test_synthesis_start_returns_before_its_input_is_written_and_the_engine_gets_it(slicer, volume, monkeypatch,
+                                                                                    tmp_path):
+    from MedAIModuleLib.synthesis_logic import SynthesisRun
+
+    engine = tmp_path / "synth_engine.py"
+    engine.write_text(SYNTH_ENGINE)
+    release, entered = _blocked_writer(monkeypatch)
+    run = SynthesisRun(volume, device="cpu", enginePrefix=[sys.executable, str(engine)]).start()
+    assert run.status == "running" and entered.wait(10)
+    source = Path(run.tempDir) / "input.nrrd"
+    assert not source.exists(), "start() must return before the input file is written"
+    assert run.process._proc is None and run.poll(), "the engine must not start before its input is written"
+    release.set()
+    run.wait(timeout=120)
+    assert run.status == "done", run.errorText
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(run.outputVolume),
+                                  slicer.util.arrayFromVolume(volume))
+    assert not Path(run.tempDir).exists()
+
+
 def test_worker_writes_the_node_voxels_and_geometry(slicer, volume, tmp_path):
     from MedAILib.io import read_image
     from MedAISlicerLib import nodes
