@@ -59,3 +59,16 @@ def medai_env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "MedAI") + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture
+def slicer(monkeypatch, tmp_path):
+    """The clearly labelled stand-in for Slicer's Python API (Testing/slicer_standin), fresh per test,
+    with a private MEDAI_HOME."""
+    from slicer_support import standin
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
+    s = standin.activate()
+    yield s
+    s.reset()

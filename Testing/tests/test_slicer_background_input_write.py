@@ -10,33 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from slicer_support.catalogue import fake_segmentation_entry
 
-from slicer_support import standin
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "slicer_support" / "fake_engine.py"
 
 
 @pytest.fixture
-def slicer(monkeypatch, tmp_path):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
-    s = standin.activate()
-    yield s
-    s.reset()
-
-
-@pytest.fixture
 def catalogue(tmp_path):
     import json
 
-    entry = {"id": "fake_hippo", "title": "Test hippocampus", "task": "segmentation", "version": "0.1",
-             "inputs": [{"name": "image", "modality": "MR"}], "input_count": 1,
-             "labels": [{"value": 1, "name": "Anterior", "color": [0.9, 0.2, 0.1]},
-                        {"value": 2, "name": "Posterior", "color": [0.1, 0.4, 0.9]}],
-             "spatial": {"spacing": [1, 1, 1], "orientation": "RAS"}, "source": {"location": "Models/none"},
-             "sha256": "0" * 64, "size_bytes": 1000, "licence": "CC-BY-SA-4.0", "citation": "test",
-             "memory_mb": 10, "verified": False}
+    entry = fake_segmentation_entry("fake_hippo", [{"value": 1, "name": "Anterior", "color": [0.9, 0.2, 0.1]},
+                                                   {"value": 2, "name": "Posterior", "color": [0.1, 0.4, 0.9]}])
     path = tmp_path / "catalogue.json"
     path.write_text(json.dumps({"version": 1, "models": [entry]}))
     return path

@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from slicer_support import standin
 
 spec = importlib.util.spec_from_file_location("badinputs_corpus", REPO / "Testing" / "badinputs" / "corpus.py")
 corpus = sys.modules.get("badinputs_corpus")
@@ -45,15 +44,6 @@ IMAGE_CASES = ([pytest.param(c.name, marks=pytest.mark.xfail(reason=KNOWN_GAPS[c
                if os.environ.get("MEDAI_SLICER_CORPUS") == "all" else SUBSET)
 MODEL_CASES = {"too-few-inputs": 1, "too-many-inputs": 3, "no-inputs": 0}  # volumes given to a 2-input model
 BUNDLE = REPO / "Resources" / "Models" / "hippocampus_unet"
-
-
-@pytest.fixture
-def slicer(monkeypatch, tmp_path):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
-    s = standin.activate()
-    yield s
-    s.reset()
 
 
 def _logic():

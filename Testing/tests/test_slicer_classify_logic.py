@@ -10,17 +10,7 @@ real AdrenalMNIST3D test masks.
 import numpy as np
 import pytest
 
-from slicer_support import standin
 from conftest import oblique_ijk_to_ras
-
-
-@pytest.fixture
-def slicer(monkeypatch, tmp_path):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
-    s = standin.activate()
-    yield s
-    s.reset()
 
 
 @pytest.fixture(scope="module")

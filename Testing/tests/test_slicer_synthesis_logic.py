@@ -11,18 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slicer_support import standin
 
 TCIA = "tcia-brain-tumor-progression-dicom"
-
-
-@pytest.fixture
-def slicer(monkeypatch, tmp_path):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
-    s = standin.activate()
-    yield s
-    s.reset()
 
 
 @pytest.fixture
