@@ -261,16 +261,35 @@ def ensure_model(entry, allow_download: bool = True, mirror: Optional[str] = Non
 
 # --- packs: safe extraction --------------------------------------------------------------------
 
-def _check_member(info: zipfile.ZipInfo) -> None:
-    name = info.filename
+_REFUSE_HINT = "get the pack from its official source"
+
+
+def _refuse(name: str, why: str) -> ModelError:
+    return ModelError(f"model pack entry {name!r} {why}; refusing the pack", _REFUSE_HINT)
+
+
+def _check_member_path(name: str, target: Path) -> None:
+    """No absolute path, drive letter or ``..``; and, belt and braces, the resolved path stays in ``target``."""
     p = PurePosixPath(name.replace("\\", "/"))
-    mode = (info.external_attr >> 16) & 0o170000
     if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
-        raise ModelError(f"model pack entry {name!r} would be written outside the cache; refusing the pack",
-                         "get the pack from its official source")
-    if mode == stat.S_IFLNK:
-        raise ModelError(f"model pack entry {name!r} is a symbolic link; refusing the pack",
-                         "get the pack from its official source")
+        raise _refuse(name, "would be written outside the cache")
+    root, out = target.resolve(), (target / name).resolve()
+    if root != out and root not in out.parents:
+        raise _refuse(name, "escapes the cache")
+
+
+def _check_member(info: zipfile.ZipInfo, target: Path) -> None:
+    _check_member_path(info.filename, target)
+    if (info.external_attr >> 16) & 0o170000 == stat.S_IFLNK:
+        raise _refuse(info.filename, "is a symbolic link")
+
+
+def _check_tar_member(m: tarfile.TarInfo, target: Path) -> None:
+    _check_member_path(m.name, target)
+    if m.issym() or m.islnk():
+        raise _refuse(m.name, "is a link")
+    if not (m.isfile() or m.isdir()):
+        raise _refuse(m.name, "is a device, pipe or other special file")
 
 
 def safe_extract(pack_path, target: Path) -> None:
@@ -283,13 +302,9 @@ def safe_extract(pack_path, target: Path) -> None:
         with zipfile.ZipFile(pack_path) as z:
             infos = z.infolist()
             for info in infos:
-                _check_member(info)
+                _check_member(info, target)
             target.mkdir(parents=True, exist_ok=True)
-            root = target.resolve()
             for info in infos:
-                out = (target / info.filename).resolve()
-                if root != out and root not in out.parents:  # belt and braces after the name check
-                    raise ModelError(f"model pack entry {info.filename!r} escapes the cache", "refusing the pack")
                 z.extract(info, target)
     except zipfile.BadZipFile as e:
         raise ModelError(f"{Path(pack_path).name} is not a valid zip or tar file", "copy the pack again") from e
@@ -302,19 +317,6 @@ def _is_tar(path) -> bool:
         return False
 
 
-def _check_tar_member(m: tarfile.TarInfo) -> None:
-    p = PurePosixPath(m.name.replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or (p.parts and ":" in p.parts[0]):
-        raise ModelError(f"model pack entry {m.name!r} would be written outside the cache; refusing the pack",
-                         "get the pack from its official source")
-    if m.issym() or m.islnk():
-        raise ModelError(f"model pack entry {m.name!r} is a link; refusing the pack",
-                         "get the pack from its official source")
-    if not (m.isfile() or m.isdir()):
-        raise ModelError(f"model pack entry {m.name!r} is a device, pipe or other special file; refusing the pack",
-                         "get the pack from its official source")
-
-
 def _safe_extract_tar(tar_path, target: Path) -> None:
     """Tar packs: every member checked by hand (Python 3.11 may lack extraction filters), then
     extracted with the ``data`` filter where this Python has it (3.12, 3.11.4+) as a second guard."""
@@ -322,13 +324,8 @@ def _safe_extract_tar(tar_path, target: Path) -> None:
         with tarfile.open(tar_path) as t:
             members = t.getmembers()
             for m in members:
-                _check_tar_member(m)
+                _check_tar_member(m, target)
             target.mkdir(parents=True, exist_ok=True)
-            root = target.resolve()
-            for m in members:
-                out = (target / m.name).resolve()
-                if root != out and root not in out.parents:
-                    raise ModelError(f"model pack entry {m.name!r} escapes the cache", "refusing the pack")
             if hasattr(tarfile, "data_filter"):
                 t.extractall(target, members=members, filter="data")
             else:  # pragma: no cover - old 3.11 patch releases
