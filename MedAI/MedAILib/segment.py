@@ -316,9 +316,7 @@ def input_spec(bundle) -> dict:
     spec = {"model": bundle.name, "input_names": bundle.input_names, "input_count": len(bundle.input_names),
             "n_inputs": len(bundle.input_names)}
     if entry is not None:
-        spec.update(input_count=entry.input_count, n_inputs=entry.input_count,
-                    input_names=[i["name"] for i in entry.inputs],
-                    modalities=[i["modality"] for i in entry.inputs])
+        spec.update(entry.input_spec(), model=bundle.name)
     else:
         ins = bundle.metadata.get("network_data_format", {}).get("inputs", {})
         mod = next(iter(ins.values()), {}).get("modality") if ins else None

@@ -40,6 +40,14 @@ class CatalogueEntry:
         loc = self.raw["source"].get("location")
         return (resources_dir() / loc) if loc else None
 
+    def input_spec(self) -> dict:
+        """What the model needs as inputs, for :mod:`MedAILib.validation` (no bundle loading)."""
+        inputs = list(self.raw.get("inputs") or [])
+        n = int(self.raw.get("input_count", len(inputs) or 1))
+        return {"model": self.id, "n_inputs": n, "input_count": n,
+                "input_names": [i.get("name", f"input {k + 1}") for k, i in enumerate(inputs)],
+                "modalities": [i["modality"] for i in inputs if i.get("modality")]}
+
     @property
     def fast_spacing(self):
         return self.raw["spatial"].get("fast_spacing")

@@ -275,11 +275,7 @@ def _catalogue_spec(model):
     if model is not None and model not in catalogue:
         return None
     entry = catalogue.default_for("segmentation") if model is None else catalogue.get(model)
-    inputs = list(entry.raw.get("inputs") or [])
-    n = int(entry.raw.get("input_count", len(inputs) or 1))
-    return {"model": entry.id, "n_inputs": n, "input_count": n,
-            "input_names": [i.get("name", f"input {k + 1}") for k, i in enumerate(inputs)],
-            "modalities": [i.get("modality") for i in inputs if i.get("modality")]}
+    return entry.input_spec()
 
 
 def _read_and_check(paths, spec: dict) -> list:
