@@ -4,9 +4,9 @@ This module also ships the shared code of the extension: the engine ``MedAILib``
 helpers ``MedAISlicerLib``; MedAISegment and MedAIFusion depend on it for that.
 
 Where sections plug in (each section = one ctkCollapsibleButton in Resources/UI/MedAI.ui):
-- "Classify": widgets ``classifyCollapsibleButton`` and children; logic in ``MedAIModuleLib/classify_logic.py``;
+- "Classify": widgets ``classifyCollapsibleButton`` and children; logic in ``MedAISlicerLib/tasks/classification.py``;
   wire it in ``MedAIWidget.setupClassifySection`` and expose it from ``MedAILogic.classify``.
-- "Convert modality": ``convertCollapsibleButton``; logic in ``MedAIModuleLib/synthesis_logic.py``;
+- "Convert modality": ``convertCollapsibleButton``; logic in ``MedAISlicerLib/tasks/synthesis.py``;
   wire it in ``MedAIWidget.setupConvertSection`` and expose it from ``MedAILogic.synthesize``.
 Keep computation out of this file: logic files translate nodes and run ``medai`` in a separate process.
 """
@@ -63,7 +63,7 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._classifyTimer.setInterval(200)
         self._classifyTimer.connect("timeout()", self.onClassifyPollTimer)
         try:
-            from MedAIModuleLib.classify_logic import classification_models
+            from MedAISlicerLib.tasks.classification import classification_models
 
             models = classification_models()
         except Exception as e:  # a broken install must still show the module, with the reason
@@ -133,7 +133,7 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._convertTimer.connect("timeout()", self.onConvertPollTimer)
         self.ui.convertWarningLabel.hide()
         try:
-            from MedAIModuleLib.synthesis_logic import synthesis_models
+            from MedAISlicerLib.tasks.synthesis import synthesis_models
 
             models = synthesis_models()
         except Exception as e:  # a broken install must still show the module, with the reason
@@ -204,7 +204,7 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedAILogic(ScriptedLoadableModuleLogic):
-    """Section logics are attached here by their files in MedAIModuleLib (see the module docstring)."""
+    """Section logics are attached here by their files in MedAISlicerLib/tasks (see the module docstring)."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -216,7 +216,7 @@ class MedAILogic(ScriptedLoadableModuleLogic):
         ``outputVolume`` None creates a new scalar volume at the end. ``wait=True`` blocks (batch
         scripts). The returned run has ``status``, ``outputVolume``, ``oodWarning``, ``metrics``.
         """
-        from MedAIModuleLib.synthesis_logic import synthesize
+        from MedAISlicerLib.tasks.synthesis import synthesize
 
         return synthesize(inputVolume, outputVolume, modelId, referenceVolume, device, wait=wait,
                           enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
@@ -229,7 +229,7 @@ class MedAILogic(ScriptedLoadableModuleLogic):
         shown in colour over the input. The returned run has ``status``, ``classNames``,
         ``probabilities``, ``predicted``, ``resultText``, ``tableNode``, ``heatmapVolume``.
         """
-        from MedAIModuleLib.classify_logic import classify
+        from MedAISlicerLib.tasks.classification import classify
 
         return classify(inputVolume, modelId, segmentationNode, segmentId, roiNode, explain, tableNode, device,
                         wait=wait, enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
@@ -254,7 +254,7 @@ class MedAITest(ScriptedLoadableModuleTest):
 
     def test_engine_and_catalogue_load(self):
         """The shipped engine imports inside Slicer and its model catalogue is readable."""
-        from MedAILib.bundles.catalogue import load_catalogue
+        from MedAILib.models.catalogue import load_catalogue
 
         self.assertTrue(MedAILogic().engineVersion())
         ids = [e.id for e in load_catalogue()]

@@ -1,6 +1,6 @@
 """MedAIFusion: align volumes of different modalities and fuse them (MedAI engine).
 
-Thin shell over MedAIFusionLib (runs of ``medai register`` / ``medai fuse`` in a separate process)
+Thin shell over MedAISlicerLib.tasks.fusion (runs of ``medai register`` / ``medai fuse`` in a separate process)
 and MedAISlicerLib (process + node conversion). Registration result: a transform node (the moving
 volume is put under it, so it shows aligned with the fixed one) and the moving volume resampled
 onto the fixed grid. Display: fixed as background, registered moving as foreground with an opacity
@@ -146,7 +146,7 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return self._multiModels[i] if 0 <= i < len(self._multiModels) else None
 
     def onMultiModelChanged(self, index) -> None:
-        from MedAISegmentLib.models import input_selectors  # the same decision MedAISegment's widget applies
+        from MedAISlicerLib.models import input_selectors  # the same decision MedAISegment's widget applies
 
         model = self.currentMultiModel()
         try:
@@ -221,14 +221,14 @@ class MedAIFusionLogic(ScriptedLoadableModuleLogic):
         """Register moving to fixed in a ``medai register`` process. Returns the run: ``outputTransform``
         (the moving volume is put under it when ``applyToMoving``), ``outputVolume`` (moving resampled on
         the fixed grid), ``report`` (metric before/after, transform matrix)."""
-        from MedAIFusionLib.runs import RegistrationRun
+        from MedAISlicerLib.tasks.fusion import RegistrationRun
 
         run = RegistrationRun(fixedVolume, movingVolume, transformType, fixedMask, movingMask, applyToMoving,
                               enginePrefix=self.enginePrefix, **callbacks)
         return self._go(run, wait)
 
     def checkerboard(self, fixedVolume, movingVolume, squares=(8, 8, 1), wait=False, show=True, **callbacks):
-        from MedAIFusionLib.runs import FuseRun
+        from MedAISlicerLib.tasks.fusion import FuseRun
 
         run = self._go(FuseRun("checkerboard", fixedVolume, movingVolume, squares=squares,
                                enginePrefix=self.enginePrefix, **callbacks), wait)
@@ -237,20 +237,20 @@ class MedAIFusionLogic(ScriptedLoadableModuleLogic):
         return run
 
     def blend(self, fixedVolume, movingVolume, alpha=0.5, wait=False, **callbacks):
-        from MedAIFusionLib.runs import FuseRun
+        from MedAISlicerLib.tasks.fusion import FuseRun
 
         return self._go(FuseRun("blend", fixedVolume, movingVolume, alpha=alpha, enginePrefix=self.enginePrefix,
                                 **callbacks), wait)
 
     def ensemble(self, inputVolumes, method="mean", weights=None, uncertainty="entropy", wait=False, **callbacks):
-        from MedAIFusionLib.runs import EnsembleRun
+        from MedAISlicerLib.tasks.fusion import EnsembleRun
 
         return self._go(EnsembleRun(inputVolumes, method, weights, uncertainty, enginePrefix=self.enginePrefix,
                                     **callbacks), wait)
 
     def multiInputModels(self, catalogue=None) -> list:
         """Catalogue segmentation models that take more than one input volume."""
-        from MedAISegmentLib.models import load_models
+        from MedAISlicerLib.models import load_models
 
         return [m for m in load_models(catalogue) if m.input_count > 1]
 

@@ -1,6 +1,6 @@
 """MedAISegment: segment an image with a MedAI model in one click.
 
-Thin shell over MedAISegmentLib (logic) and MedAISlicerLib (process + node conversion). The model
+Thin shell over MedAISlicerLib (models, tasks.segmentation, process, node conversion). The model
 runs in a separate ``medai segment`` process, so Slicer stays responsive and Cancel works.
 """
 
@@ -108,7 +108,7 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
 
         try:
-            from MedAISegmentLib.models import load_models
+            from MedAISlicerLib.models import load_models
 
             self._models = load_models()
         except Exception as e:  # a broken install must still show the module, with the reason
@@ -192,7 +192,7 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.structures = ""
         self.ui.modelInfoLabel.text = model.description or model.title
         self.ui.modelInfoLabel.toolTip = f"{model.id} — licence {model.licence}, {model.size_text()}"
-        from MedAISegmentLib.models import input_selectors
+        from MedAISlicerLib.models import input_selectors
 
         try:
             slots = input_selectors(model, MAX_INPUTS)
@@ -257,7 +257,7 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            from MedAISegmentLib import dependencies
+            from MedAISlicerLib import dependencies
 
             dependencies.ensure(confirm=True)
             model = self.currentModel()
@@ -333,8 +333,8 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
         running ``SegmentationRun`` (drive it with ``poll()``, stop it with ``cancel()``);
         ``wait=True`` blocks until the end and raises RuntimeError on failure or cancel.
         """
-        from MedAISegmentLib.models import find_model
-        from MedAISegmentLib.run import SegmentationRun
+        from MedAISlicerLib.models import find_model
+        from MedAISlicerLib.tasks.segmentation import SegmentationRun
 
         if not isinstance(inputVolumes, (list, tuple)):
             inputVolumes = [inputVolumes]
@@ -369,11 +369,11 @@ class MedAISegmentTest(ScriptedLoadableModuleTest):
     def test_segment_hippocampus(self):
         import numpy as np
 
-        from MedAILib.data import data_dir
+        from MedAILib.core.paths import data_dir
 
         import json
 
-        from MedAILib.data import resources_dir
+        from MedAILib.core.paths import resources_dir
 
         # a held-out case of the shipped model (its fixed split), not one it was trained on
         split = json.loads((resources_dir() / "Models" / "hippocampus_unet" / "split.json").read_text())
@@ -391,7 +391,7 @@ class MedAISegmentTest(ScriptedLoadableModuleTest):
         run = MedAISegmentLogic().process([volume], None, "hippocampus_unet", device="cpu", wait=True)
         seg = run.outputSegmentation
         segmentation = seg.GetSegmentation()
-        from MedAISegmentLib.models import find_model
+        from MedAISlicerLib.models import find_model
 
         labels = find_model("hippocampus_unet").labels
         self.assertEqual(segmentation.GetNumberOfSegments(), len(labels))

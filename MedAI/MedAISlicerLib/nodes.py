@@ -12,7 +12,7 @@ import numpy as np
 import slicer
 import vtk
 
-from MedAILib.volume import Volume
+from MedAILib.core.volume import Volume
 
 
 def volume_from_node(volumeNode) -> Volume:

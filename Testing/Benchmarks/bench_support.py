@@ -21,12 +21,12 @@ for _p in (REPO / "MedAI", REPO / "Testing" / "tests"):
         sys.path.insert(0, str(_p))
 
 RESULT_TAG = "BENCH_RESULT "
-SHIPPED = REPO / "Resources" / "Models" / "hippocampus_unet"
+SHIPPED = REPO / "MedAI" / "MedAILib" / "resources" / "Models" / "hippocampus_unet"
 # Modules both runners need; workers import them before the "without start-up" clock starts.
 COMMON_IMPORTS = ("torch", "numpy", "nibabel", "SimpleITK", "monai", "monai.transforms", "monai.inferers",
                   "monai.networks.nets", "monai.data", "monai.bundle", "monai.engines", "monai.handlers", "ignite",
-                  "MedAILib.cli", "MedAILib.cli.segment", "MedAILib.segment", "MedAILib.bundles", "MedAILib.io",
-                  "MedAILib.inference")
+                  "MedAILib.cli", "MedAILib.tasks.segmentation.command", "MedAILib.tasks.segmentation.pipeline", "MedAILib.models", "MedAILib.io",
+                  "MedAILib.runtime")
 
 
 def set_threads(n: int) -> None:
@@ -114,7 +114,7 @@ def _shipped_network_def():
     cfg = SHIPPED / "configs" / "inference.json"
     if (SHIPPED / "models" / "model.pt").exists() and cfg.exists():
         return json.loads(cfg.read_text())["network_def"], "shipped"
-    from MedAILib.training import segmentation as seg
+    from MedAILib.tasks import segmentation as seg
 
     try:
         return seg.network_def("dynunet"), "random"
@@ -138,7 +138,7 @@ def make_bench_bundle(folder, kind: str = "shipped") -> dict:
     folder = Path(folder)
     notes = []
     if kind == "shipped":
-        from MedAILib.training import segmentation as seg
+        from MedAILib.tasks import segmentation as seg
 
         net_def, weights = _shipped_network_def()
         bf.make_bundle(folder, network_def=net_def, seed=0)  # writes metadata + random weights
@@ -167,8 +167,8 @@ def make_bench_bundle(folder, kind: str = "shipped") -> dict:
 
 
 def load_bench_bundle(folder):
-    from MedAILib.bundles import trust
-    from MedAILib.bundles.bundle import load_bundle
+    from MedAILib.models import trust
+    from MedAILib.models.bundle import load_bundle
 
     trust.trust(folder, reason="benchmark bundle")
     return load_bundle(folder)
@@ -180,7 +180,7 @@ def synthetic_volume(shape_kji, spacing=(1.0, 1.0, 1.0), seed: int = 0):
     """A smooth random volume (MR-like intensities 0..1000) on an axis-aligned grid (KJI shape)."""
     import numpy as np
 
-    from MedAILib.volume import Volume
+    from MedAILib.core.volume import Volume
 
     rng = np.random.default_rng(seed)
     k, j, i = shape_kji
@@ -307,9 +307,9 @@ def worker_scale(argv) -> None:
     import numpy as np
     import torch
 
-    from MedAILib.errors import Cancelled
-    from MedAILib.progress import CancelToken, Progress
-    from MedAILib.segment import segment
+    from MedAILib.core.errors import Cancelled
+    from MedAILib.core.progress import CancelToken, Progress
+    from MedAILib.tasks.segmentation.pipeline import segment
 
     bundle = load_bench_bundle(bundle_dir)
     net = bundle.network

@@ -35,18 +35,18 @@ def main(argv) -> None:
 
     torch.set_num_threads(1)
     import bench_support as bs
-    import MedAILib.segment as seg
-    from MedAILib.bundles import trust
-    from MedAILib.bundles.bundle import load_bundle
+    import MedAILib.tasks.segmentation.pipeline as seg
+    from MedAILib.models import trust
+    from MedAILib.models.bundle import load_bundle
 
-    folder = REPO / "Resources" / "Models" / "hippocampus_unet"
+    folder = REPO / "MedAI" / "MedAILib" / "resources" / "Models" / "hippocampus_unet"
     trust.trust(folder, reason="memory probe")
     bundle = load_bundle(folder)
 
     def fake_network(inferer, network, x, *args, **kwargs):
         return torch.randn((1, len(bundle.labels) + 1, *x.shape[2:]), generator=torch.Generator().manual_seed(0))
 
-    import MedAILib.inference as inference
+    import MedAILib.runtime.inferer as inference
 
     seg.run_inferer = inference.run_inferer = fake_network
     if mode == "keep":

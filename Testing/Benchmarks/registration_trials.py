@@ -43,9 +43,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "MedAI"))
 
-from MedAILib.data import data_dir  # noqa: E402
-from MedAILib.fusion import blend  # noqa: E402
-from MedAILib.fusion import registration as R  # noqa: E402
+from MedAILib.core.paths import data_dir  # noqa: E402
+from MedAILib.tasks.registration import blend  # noqa: E402
+from MedAILib.tasks.registration import registration as R  # noqa: E402
 from MedAILib.io import read_image  # noqa: E402
 
 SERIES = {"FLAIR": "FLAIRreg", "T2": "T2reg", "T1pre": "T1prereg", "T1post": "T1post"}  # series folder name part

@@ -74,7 +74,7 @@ class Context:
 
     def cases(self):
         """(name, image file, Volume) for the overhead and MONAI sections."""
-        from MedAILib.data import data_dir
+        from MedAILib.core.paths import data_dir
         from MedAILib.io import read_image
 
         out = []
@@ -97,11 +97,11 @@ def section_overhead(ctx: Context) -> dict:
 
     import torch
 
-    from MedAILib.cli.segment import run_case
-    from MedAILib.inference import run_inferer
+    from MedAILib.tasks.segmentation.command import run_case
+    from MedAILib.runtime.inferer import run_inferer
     from MedAILib.io import read_image, write_segmentation
-    from MedAILib.progress import Progress
-    from MedAILib.segment import _postprocess, labels_to_volume, to_model_space
+    from MedAILib.core.progress import Progress
+    from MedAILib.tasks.segmentation.pipeline import _postprocess, labels_to_volume, to_model_space
 
     folder, info = ctx.bundle("shipped")
     t = time.perf_counter()
@@ -374,8 +374,8 @@ def section_gpu(ctx: Context) -> dict:
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device on this machine (torch.cuda.is_available() is False)"}
-    from MedAILib.inference import run_inferer
-    from MedAILib.segment import to_model_space
+    from MedAILib.runtime.inferer import run_inferer
+    from MedAILib.tasks.segmentation.pipeline import to_model_space
 
     folder, info = ctx.bundle("segresnet")
     bundle = bs.load_bench_bundle(folder)

@@ -25,14 +25,14 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "MedAI"))
 
-from MedAILib.data import data_dir  # noqa: E402
+from MedAILib.core.paths import data_dir  # noqa: E402
 from MedAILib.io import from_sitk, to_sitk  # noqa: E402
-from MedAILib.synthesis.bundle import find_bundle  # noqa: E402
-from MedAILib.synthesis.evaluate import reference_on_grid, score  # noqa: E402
-from MedAILib.synthesis.infer import synthesize  # noqa: E402
-from MedAILib.synthesis.pairs import find_pairs  # noqa: E402
-from MedAILib.synthesis.preprocess import head_mask, normalise  # noqa: E402
-from MedAILib.synthesis.train import save_sample_grid  # noqa: E402
+from MedAILib.tasks.synthesis.bundle import find_bundle  # noqa: E402
+from MedAILib.tasks.synthesis.evaluate import reference_on_grid, score  # noqa: E402
+from MedAILib.tasks.synthesis.pipeline import synthesize  # noqa: E402
+from MedAILib.tasks.synthesis.pairs import find_pairs  # noqa: E402
+from MedAILib.tasks.synthesis.preprocess import head_mask, normalise  # noqa: E402
+from MedAILib.tasks.synthesis.trainer import save_sample_grid  # noqa: E402
 
 
 def main(argv=None) -> int:

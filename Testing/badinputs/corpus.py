@@ -7,7 +7,7 @@ Every case builds its files in its own folder and says how it is run:
 - ``volume``: ``medai info --check --modality MR PATH`` (always) and ``medai segment PATH -o OUT``
   (when the segment command and its default model are available) — images that read fine but
   that no model should run on (NaN, constant, 2D, absurd spacing, CT into an MR model ...).
-- ``spec``: ``MedAILib.validation`` called directly with a model spec — model-level cases the CLI
+- ``spec``: ``MedAILib.runtime.validation`` called directly with a model spec — model-level cases the CLI
   cannot express with the models shipped today (wrong number of inputs, misaligned grids,
   unexpected label values).
 
@@ -421,7 +421,7 @@ def _(d):
 
 # --- model-level cases (validation with a model spec) ----------------------------------------
 def _vol(shape=(24, 32, 28), spacing=(1.0, 1.0, 1.0), seed=0):
-    from MedAILib.volume import Volume
+    from MedAILib.core.volume import Volume
 
     return Volume(mr_like(shape, seed), np.diag([*spacing, 1.0]))
 
@@ -431,35 +431,35 @@ TWO_INPUTS = {"model": "brain-tumour (T1, T2)", "n_inputs": 2, "input_names": ["
 
 @case("too-few-inputs", "spec", "needs 2 input images (T1, T2), but 1 was given", "one image for a two-input model")
 def _(d):
-    from MedAILib.validation import check_inputs
+    from MedAILib.runtime.validation import check_inputs
 
     return lambda: check_inputs([_vol()], TWO_INPUTS)
 
 
 @case("too-many-inputs", "spec", "needs 2 input images (T1, T2), but 3 were given", "three images for a two-input model")
 def _(d):
-    from MedAILib.validation import check_inputs
+    from MedAILib.runtime.validation import check_inputs
 
     return lambda: check_inputs([_vol(), _vol(), _vol()], TWO_INPUTS)
 
 
 @case("misaligned-grids", "spec", "is not on the same voxel grid", "T1 and T2 on different grids")
 def _(d):
-    from MedAILib.validation import check_inputs
+    from MedAILib.runtime.validation import check_inputs
 
     return lambda: check_inputs([_vol(), _vol((20, 32, 28), (1.0, 1.0, 1.2))], TWO_INPUTS)
 
 
 @case("no-inputs", "spec", "no input image was given", "an empty input list")
 def _(d):
-    from MedAILib.validation import check_inputs
+    from MedAILib.runtime.validation import check_inputs
 
     return lambda: check_inputs([], TWO_INPUTS)
 
 
 @case("memory-estimate", "spec", "is too large", "a volume whose run would need more RAM than the computer has")
 def _(d):
-    from MedAILib.validation import check_inputs, physical_memory_bytes
+    from MedAILib.runtime.validation import check_inputs, physical_memory_bytes
 
     return lambda: check_inputs([_vol()], {"memory_factor": max(1, physical_memory_bytes())})
 
@@ -467,7 +467,7 @@ def _(d):
 @case("labelmap-unexpected-values", "spec", "label values 7 that are not among the expected 0, 1, 2",
       "a labelmap with label 7 for a model with labels 1, 2")
 def _(d):
-    from MedAILib.validation import check_labelmap
+    from MedAILib.runtime.validation import check_labelmap
 
     lab = _vol()
     lab.array = (lab.array > 200).astype(np.uint8) * 7
@@ -476,14 +476,14 @@ def _(d):
 
 @case("labelmap-not-integer", "spec", "holds non-integer values", "an intensity image given as a labelmap")
 def _(d):
-    from MedAILib.validation import check_labelmap
+    from MedAILib.runtime.validation import check_labelmap
 
     return lambda: check_labelmap(_vol(), [1, 2])
 
 
 @case("complex-voxels", "spec", "has complex voxels", "complex-valued (k-space/phase) data")
 def _(d):
-    from MedAILib.validation import check_inputs
+    from MedAILib.runtime.validation import check_inputs
 
     v = _vol()
     v.array = v.array.astype(np.complex64) * (1 + 1j)
@@ -492,7 +492,7 @@ def _(d):
 
 @case("4d-array-in-memory", "spec", "is 4D", "a 4D array handed over by a script")
 def _(d):
-    from MedAILib.validation import check_inputs
+    from MedAILib.runtime.validation import check_inputs
 
     v = _vol()
     v.array = np.stack([v.array, v.array], axis=-1)

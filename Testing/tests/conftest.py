@@ -17,8 +17,8 @@ try:  # keep test runs polite on 2-core machines
 except ImportError:  # pragma: no cover
     pass
 
-from MedAILib.data import data_dir as _data_dir  # noqa: E402
-from MedAILib.volume import Volume  # noqa: E402
+from MedAILib.core.paths import data_dir as _data_dir  # noqa: E402
+from MedAILib.core.volume import Volume  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from bundle_factory import make_bundle
 from MedAILib.io import read_segmentation, write_image
-from MedAILib.volume import Volume
+from MedAILib.core.volume import Volume
 
 N_GOOD = 45
 # case name -> words the reported reason must contain (what is wrong, in the user's terms)

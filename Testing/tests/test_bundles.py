@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bundle_factory import make_bundle
-from MedAILib.bundles import load_bundle, load_catalogue, trust
-from MedAILib.bundles.bundle import load_weights
-from MedAILib.errors import ModelError
+from MedAILib.models import load_bundle, load_catalogue, trust
+from MedAILib.models.bundle import load_weights
+from MedAILib.core.errors import ModelError
 
 
 @pytest.fixture(autouse=True)
@@ -110,11 +110,11 @@ def test_shipped_weights_checked_against_catalogue_sha256(tmp_path, monkeypatch)
     """Every shipped catalogue model has a SHA-256, and a damaged model.pt is refused before it loads."""
     import shutil
 
-    from MedAILib.bundles import resolve_model
-    from MedAILib.bundles.cache import sha256_file
-    from MedAILib.bundles.catalogue import load_catalogue
-    from MedAILib.data import resources_dir
-    from MedAILib.errors import ModelError
+    from MedAILib.models import resolve_model
+    from MedAILib.models.cache import sha256_file
+    from MedAILib.models.catalogue import load_catalogue
+    from MedAILib.core.paths import resources_dir
+    from MedAILib.core.errors import ModelError
 
     shipped = [e for e in load_catalogue() if e.is_shipped]
     assert shipped

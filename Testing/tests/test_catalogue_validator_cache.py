@@ -9,8 +9,8 @@ import os
 import jsonschema
 import pytest
 
-from MedAILib.bundles import catalogue as cat_mod
-from MedAILib.errors import ModelError
+from MedAILib.models import catalogue as cat_mod
+from MedAILib.core.errors import ModelError
 
 
 @pytest.fixture(autouse=True)

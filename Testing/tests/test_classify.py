@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from conftest import oblique_ijk_to_ras
-from MedAILib.errors import InputError
-from MedAILib.volume import LabelInfo, Volume
+from MedAILib.core.errors import InputError
+from MedAILib.core.volume import LabelInfo, Volume
 
 MODEL = "adrenal_classifier"
 SPACING = 64.0 / 28  # one AdrenalMNIST3D voxel at 28^3
@@ -39,7 +39,7 @@ def npz(data_dir):
 
 @pytest.fixture(scope="module")
 def bundle():
-    from MedAILib.bundles import resolve_model
+    from MedAILib.models import resolve_model
 
     return resolve_model(MODEL, task="classification")
 
@@ -49,13 +49,13 @@ def _grid(flip=(False, True, False)):
 
 
 def _direct(bundle, arrays):
-    from MedAILib.classify import predict_arrays
+    from MedAILib.tasks.classification.pipeline import predict_arrays
 
     return predict_arrays(bundle, np.asarray(arrays, np.float32)[:, None])
 
 
 def test_engine_gives_the_network_output_on_the_same_array(npz, bundle):
-    from MedAILib.classify import classify, to_model_input
+    from MedAILib.tasks.classification.pipeline import classify, to_model_input
 
     x = npz["x"][:12]
     direct = _direct(bundle, x)
@@ -86,7 +86,7 @@ def _big_case(mask, seed=0):
 
 
 def test_labelmap_restricts_and_gradcam_is_on_the_input_grid(npz, bundle):
-    from MedAILib.classify import classify
+    from MedAILib.tasks.classification.pipeline import classify
 
     mask = npz["x"][5]
     image, labelmap = _big_case(mask)
@@ -115,7 +115,7 @@ def test_labelmap_restricts_and_gradcam_is_on_the_input_grid(npz, bundle):
 def test_occlusion_peaks_on_the_gland(npz, bundle):
     from scipy import ndimage
 
-    from MedAILib.classify import classify
+    from MedAILib.tasks.classification.pipeline import classify
 
     mask = npz["x"][5]
     image, labelmap = _big_case(mask)
@@ -129,8 +129,8 @@ def test_bundle_without_recipe_runs_its_own_preprocessing(npz, bundle, tmp_path,
     """Any classification bundle: crop to the mask's box, the bundle's preprocessing, Invertd back."""
     from monai.transforms import Resize, ScaleIntensity
 
-    from MedAILib.bundles import resolve_model
-    from MedAILib.classify import classify
+    from MedAILib.models import resolve_model
+    from MedAILib.tasks.classification.pipeline import classify
 
     monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "home"))
     generic = tmp_path / "generic_bundle"
@@ -167,7 +167,7 @@ def test_bundle_without_recipe_runs_its_own_preprocessing(npz, bundle, tmp_path,
 
 
 def test_bad_inputs_get_clear_errors(npz, bundle):
-    from MedAILib.classify import classify
+    from MedAILib.tasks.classification.pipeline import classify
 
     image, labelmap = _big_case(npz["x"][3])
     with pytest.raises(InputError, match="mask is empty"):
@@ -189,7 +189,7 @@ def _medai(args, env, cwd):
 
 
 def test_cli_batch_report_explain_and_partial_exit(npz, bundle, tmp_path, medai_env):
-    from MedAILib.classify import classify
+    from MedAILib.tasks.classification.pipeline import classify
     from MedAILib.io import read_image, write_image
 
     env = dict(medai_env, MEDAI_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
@@ -227,8 +227,8 @@ def test_cli_batch_report_explain_and_partial_exit(npz, bundle, tmp_path, medai_
 
 
 def test_cli_evaluate_prints_the_table_of_the_test_split(npz, bundle, tmp_path, medai_env):
-    from MedAILib.classify import predict_arrays
-    from MedAILib.metrics.classification import classification_metrics
+    from MedAILib.tasks.classification.pipeline import predict_arrays
+    from MedAILib.tasks.classification.metrics import classification_metrics
 
     env = dict(medai_env, MEDAI_HOME=str(tmp_path / "home"), OMP_NUM_THREADS="1")
     r = _medai(["evaluate", "classification", "--model", MODEL, "--data", npz["path"], "--split", "test"],

@@ -80,7 +80,7 @@ def test_info_dicom_folder_lists_series(medai_env, data_dir):
 
 def test_info_seg_nrrd(medai_env, tmp_path, oblique_volume):
     from MedAILib.io import write_segmentation
-    from MedAILib.volume import LabelInfo
+    from MedAILib.core.volume import LabelInfo
 
     arr = np.zeros(oblique_volume.shape, np.uint8)
     arr[2:5, 2:5, 2:5] = 1

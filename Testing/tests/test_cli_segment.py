@@ -14,7 +14,7 @@ from bundle_factory import make_bundle
 from conftest import oblique_ijk_to_ras
 from MedAILib.cli import main
 from MedAILib.io import write_image
-from MedAILib.volume import Volume
+from MedAILib.core.volume import Volume
 
 
 @pytest.fixture

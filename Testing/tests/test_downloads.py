@@ -10,9 +10,9 @@ import zipfile
 import pytest
 
 from bundle_factory import make_bundle, zip_bundle
-from MedAILib.bundles import download, load_catalogue
-from MedAILib.bundles.cache import bundle_dir
-from MedAILib.errors import DownloadError, ModelError
+from MedAILib.models import download, load_catalogue
+from MedAILib.models.cache import bundle_dir
+from MedAILib.core.errors import DownloadError, ModelError
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -144,7 +144,7 @@ def test_catalogue_model_download_offline_and_corrupt_cache_refetch(server, tmp_
     entry = _catalogue_with(home, base, z)
     folder = download.ensure_model(entry)
     assert (folder / "configs" / "inference.json").exists() and download.is_cached(entry)
-    from MedAILib.bundles import resolve_model
+    from MedAILib.models import resolve_model
 
     assert resolve_model("zoo_model").network is not None  # verified download => trusted
     # offline: no server needed once cached

@@ -28,9 +28,9 @@ import pytest
 
 from bundle_factory import make_bundle
 from MedAILib.cli import main
-from MedAILib.errors import OutputError
+from MedAILib.core.errors import OutputError
 from MedAILib.io import read_segmentation, write_image, write_segmentation
-from MedAILib.volume import LabelInfo, Volume
+from MedAILib.core.volume import LabelInfo, Volume
 
 WRAPPER = r'''
 import os, sys, time
@@ -39,7 +39,7 @@ mode = os.environ.get("FAULT_MODE", "")
 def say(text):
     print(text, flush=True)
 if mode in ("slow_infer", "crash"):
-    import MedAILib.inference as inference
+    import MedAILib.runtime.inferer as inference
     real = inference.run_inferer
     def patched(*a, **k):
         if mode == "crash":
@@ -132,7 +132,7 @@ def test_kill_term_int_leave_no_output_under_a_final_name(tmp_path, bundle, imag
     left = sorted(p.name for p in outs["kill"].iterdir())
     assert "case.seg.nrrd" not in left and left and all(n.startswith(".case.partial-") for n in left), left
     assert all(n.startswith(".") for n in left)  # hidden: batch inputs and file browsers skip it
-    from MedAILib.cli.segment import collect_cases
+    from MedAILib.tasks.segmentation.command import collect_cases
 
     assert collect_cases([outs["kill"]], 1) == [("out_kill", [outs["kill"]])]  # not taken as an image
     # SIGTERM / SIGINT: cancelled, exit 130, nothing at all left (the atomic writer removed its temp file)

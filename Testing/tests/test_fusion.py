@@ -7,11 +7,12 @@ import pytest
 import SimpleITK as sitk
 
 from MedAILib.cli import main
-from MedAILib.errors import InputError
-from MedAILib.fusion import blend, ensemble
-from MedAILib.fusion import registration as R
+from MedAILib.core.errors import InputError
+from MedAILib.tasks.fusion import ensemble
+from MedAILib.tasks.registration import blend
+from MedAILib.tasks.registration import registration as R
 from MedAILib.io import read_image, write_image
-from MedAILib.volume import LabelInfo, Volume
+from MedAILib.core.volume import LabelInfo, Volume
 
 
 def grid(shape=(4, 5, 6)):

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import oblique_ijk_to_ras
-from MedAILib import geometry
-from MedAILib.volume import Volume
+from MedAILib.core import geometry
+from MedAILib.core.volume import Volume
 
 
 def test_lps_ras_round_trip_is_exact():

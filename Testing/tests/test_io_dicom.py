@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from MedAILib.errors import InputError
+from MedAILib.core.errors import InputError
 from MedAILib.io import list_dicom_series, read_image, write_image
 
 LPS = np.diag([-1.0, -1.0, 1.0])

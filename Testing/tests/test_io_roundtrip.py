@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from MedAILib.io import read_image, write_image, write_segmentation, read_segmentation
-from MedAILib.volume import Volume
+from MedAILib.core.volume import Volume
 
 FORMATS = [".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd"]
 MARK_IJK = (4, 3, 2)  # the conftest oblique_volume marks I=4, J=3, K=2 with 1000
@@ -109,7 +109,7 @@ def test_labelmap_image_round_trip(tmp_path, oblique_volume, suffix):
 
 
 def test_write_unknown_format_refused(tmp_path, oblique_volume):
-    from MedAILib.errors import InputError
+    from MedAILib.core.errors import InputError
 
     with pytest.raises(InputError, match="unknown format"):
         write_image(oblique_volume, tmp_path / "v.png")

@@ -20,9 +20,9 @@ from modelzoo_bundles import (BRATS_INPUTS, ct_unet_bundle, mr_multi_input_bundl
                               run_monai_workflow)
 
 from MedAILib.cli import main
-from MedAILib.errors import ModelError
+from MedAILib.core.errors import ModelError
 from MedAILib.io import read_image, write_image
-from MedAILib.volume import Volume
+from MedAILib.core.volume import Volume
 
 warnings.filterwarnings("ignore", module="monai")
 pytest.importorskip("ignite", reason="MONAI's bundle workflow (SupervisedEvaluator) needs pytorch-ignite")
@@ -156,7 +156,7 @@ def test_old_bundle_fails_in_monai_but_runs_with_override(data_dir, tmp_path):
 
 
 def test_override_table_reports_what_it_changed(tmp_path):
-    from MedAILib.bundles import load_bundle, trust
+    from MedAILib.models import load_bundle, trust
 
     old = old_unet_bundle(tmp_path / "old_bundle")
     trust.trust(old)
@@ -171,8 +171,8 @@ def test_override_table_reports_what_it_changed(tmp_path):
 def test_models_add_refuses_untrusted_and_registers_trusted(tmp_path, medai_home, capsys, monkeypatch):
     from bundle_factory import zip_bundle
 
-    from MedAILib.bundles import load_catalogue
-    from MedAILib.bundles.trust import trust_status
+    from MedAILib.models import load_catalogue
+    from MedAILib.models.trust import trust_status
 
     bundle = mr_multi_input_bundle(tmp_path / "mr_bundle")
     archive = zip_bundle(bundle, tmp_path / "brats_like.zip", top="brats_like")
@@ -198,7 +198,7 @@ def test_models_add_refuses_untrusted_and_registers_trusted(tmp_path, medai_home
 
 
 def test_models_add_without_a_terminal_never_trusts_silently(tmp_path, monkeypatch):
-    from MedAILib.bundles import modelzoo
+    from MedAILib.models import modelzoo
 
     def no_terminal(prompt=""):
         raise EOFError
@@ -210,7 +210,7 @@ def test_models_add_without_a_terminal_never_trusts_silently(tmp_path, monkeypat
 
 # --- shipped Model Zoo entries ------------------------------------------------------------------------
 def _zoo_entries():
-    from MedAILib.bundles.modelzoo import modelzoo_entries
+    from MedAILib.models.modelzoo import modelzoo_entries
 
     return {e["modelzoo_name"]: e for e in modelzoo_entries()}
 
@@ -218,8 +218,8 @@ def _zoo_entries():
 def test_modelzoo_entries_are_valid_catalogue_entries():
     import jsonschema
 
-    from MedAILib.bundles.catalogue import schema_path
-    from MedAILib.bundles.checksums import check_hex
+    from MedAILib.models.catalogue import schema_path
+    from MedAILib.models.checksums import check_hex
 
     entries = _zoo_entries()
     for name in ("spleen_ct_segmentation", "wholeBody_ct_segmentation", "renalStructures_CECT_segmentation",
@@ -241,7 +241,7 @@ def test_modelzoo_entries_are_valid_catalogue_entries():
 
 
 def test_modelzoo_ref_resolution_and_unverified_refusal():
-    from MedAILib.bundles import modelzoo
+    from MedAILib.models import modelzoo
 
     entry = modelzoo.resolve_modelzoo_ref("modelzoo:spleen_ct_segmentation@0.5.9")
     assert entry["checksum"]["algorithm"] == "sha1"
@@ -260,8 +260,8 @@ def test_modelzoo_add_downloads_and_checks_publisher_sha1(tmp_path, monkeypatch)
 
     from bundle_factory import zip_bundle
 
-    from MedAILib.bundles import modelzoo
-    from MedAILib.errors import DownloadError
+    from MedAILib.models import modelzoo
+    from MedAILib.core.errors import DownloadError
 
     served = tmp_path / "srv"
     served.mkdir()
@@ -286,7 +286,7 @@ def test_modelzoo_add_downloads_and_checks_publisher_sha1(tmp_path, monkeypatch)
 
 
 def _cli_downloader():
-    from MedAILib.bundles import download, modelzoo
+    from MedAILib.models import download, modelzoo
 
     def _dl(entry, folder):
         algorithm, value = modelzoo.expected_checksum(entry)
@@ -297,7 +297,7 @@ def _cli_downloader():
 
 # --- terminology and resource estimate ---------------------------------------------------------------
 def test_terminology_mapping():
-    from MedAILib.bundles.terminology import lookup
+    from MedAILib.models.terminology import lookup
 
     assert lookup("spleen")["code"] == "78961009"
     assert lookup("kidney_right")["code"] == "9846003"          # word order and '_' ignored
@@ -312,7 +312,7 @@ def test_terminology_mapping():
 def test_memory_estimate_is_exact_for_a_known_network_and_suggests_when_too_big():
     import torch
 
-    from MedAILib.inference.estimate import estimate, window_activation_bytes
+    from MedAILib.runtime.memory import estimate, window_activation_bytes
 
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 2, 3, padding=1))
     # conv1 output and relu output are alive together: 2 x 8 x 32^3 float32
@@ -330,10 +330,10 @@ def test_memory_estimate_is_exact_for_a_known_network_and_suggests_when_too_big(
 def test_segment_warns_before_running_when_memory_will_not_fit(tmp_path, monkeypatch):
     from conftest import oblique_ijk_to_ras
 
-    from MedAILib.bundles import load_bundle, trust
-    from MedAILib.inference import estimate as est_mod
-    from MedAILib.progress import Progress
-    from MedAILib.segment import segment
+    from MedAILib.models import load_bundle, trust
+    from MedAILib.runtime import memory as est_mod
+    from MedAILib.core.progress import Progress
+    from MedAILib.tasks.segmentation.pipeline import segment
 
     bundle_dir = ct_unet_bundle(tmp_path / "ct_bundle")
     trust.trust(bundle_dir)
@@ -350,7 +350,7 @@ def test_segment_warns_before_running_when_memory_will_not_fit(tmp_path, monkeyp
 
 
 def test_labels_from_metadata_argmax_and_sigmoid():
-    from MedAILib.bundles.modelzoo import labels_from_metadata
+    from MedAILib.models.modelzoo import labels_from_metadata
 
     def meta(names):
         return {"network_data_format": {"outputs": {"pred": {"channel_def": {str(i): n for i, n in enumerate(names)}}}}}
@@ -367,7 +367,7 @@ def test_swin_unetr_img_size_override_like_the_btcv_bundle(tmp_path):
     """swin_unetr_btcv_segmentation's config passes img_size, which SwinUNETR no longer accepts."""
     from bundle_factory import make_bundle
 
-    from MedAILib.bundles import load_bundle, trust
+    from MedAILib.models import load_bundle, trust
 
     swin = {"_target_": "SwinUNETR", "in_channels": 1, "out_channels": 3, "feature_size": 12,
             "depths": [1, 1, 1, 1], "num_heads": [1, 2, 3, 6]}
@@ -388,7 +388,7 @@ def test_yaml_bundle_is_described_and_loads(tmp_path):
     """Newer Model Zoo bundles (e.g. pediatric_abdominal_ct_segmentation) ship configs/inference.yaml."""
     import yaml
 
-    from MedAILib.bundles import load_bundle, modelzoo, trust
+    from MedAILib.models import load_bundle, modelzoo, trust
 
     folder = ct_unet_bundle(tmp_path / "yaml_bundle")
     cfg = json.loads((folder / "configs" / "inference.json").read_text())
@@ -403,7 +403,7 @@ def test_yaml_bundle_is_described_and_loads(tmp_path):
 
 def test_bundle_loading_each_input_under_its_own_key_gets_one_input_per_key(tmp_path):
     """Like renalStructures_CECT_segmentation: LoadImaged(keys=[artery, vein, excret, label])."""
-    from MedAILib.bundles import modelzoo
+    from MedAILib.models import modelzoo
 
     folder = ct_unet_bundle(tmp_path / "phases")
     cfg = json.loads((folder / "configs" / "inference.json").read_text())
@@ -419,7 +419,7 @@ def test_weights_named_by_the_configs_checkpoint_loader(tmp_path):
     """pediatric_abdominal_ct_segmentation keeps its weights in models/dynunet_FT.pt."""
     import torch
 
-    from MedAILib.bundles import load_bundle, trust
+    from MedAILib.models import load_bundle, trust
 
     folder = ct_unet_bundle(tmp_path / "ckpt")
     (folder / "models" / "model.pt").rename(folder / "models" / "dynunet_FT.pt")

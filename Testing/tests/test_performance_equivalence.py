@@ -3,7 +3,7 @@
 - CPU bfloat16 autocast: off by default (output bit-identical to float32); when opted in
   (``MEDAI_CPU_BF16=1`` or ``cpu_bf16=True``) probabilities stay within 0.05 of float32 and labels
   agree on >= 97% of voxels (random-weight networks have many near-ties; trained ones agree more).
-- class argmax one channel at a time (``MedAILib.argmax``) instead of ``torch.argmax`` over dim 0:
+- class argmax one channel at a time (``MedAILib.runtime.argmax``) instead of ``torch.argmax`` over dim 0:
   identical labels, dtype and metadata, ties and NaN included; whole segmentation identical.
 - the network output handed to post-processing in a list that is emptied (freed mid-way):
   identical labels to passing the tensor itself.
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from bundle_factory import make_bundle
-from MedAILib.volume import LabelInfo, Volume
+from MedAILib.core.volume import LabelInfo, Volume
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def small_bundle(tmp_path, monkeypatch):
     monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "home"))
-    from MedAILib.bundles import trust
-    from MedAILib.bundles.bundle import load_bundle
+    from MedAILib.models import trust
+    from MedAILib.models.bundle import load_bundle
 
     folder = make_bundle(tmp_path / "b", roi_size=(32, 32, 32), sw_batch_size=2, seed=3,
                          network_def={"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3,
@@ -42,7 +42,7 @@ def small_bundle(tmp_path, monkeypatch):
 
 
 def _image(bundle):
-    from MedAILib.segment import to_model_space
+    from MedAILib.tasks.segmentation.pipeline import to_model_space
 
     rng = np.random.default_rng(1)
     arr = rng.normal(100, 30, size=(40, 36, 44)).astype(np.float32)
@@ -52,7 +52,7 @@ def _image(bundle):
 
 
 def test_cpu_bf16_is_opt_in_and_within_tolerance(small_bundle, monkeypatch):
-    from MedAILib.inference import run_inferer
+    from MedAILib.runtime.inferer import run_inferer
 
     monkeypatch.delenv("MEDAI_CPU_BF16", raising=False)
     image = _image(small_bundle)
@@ -75,7 +75,7 @@ def test_channel_argmax_matches_torch_argmax_exactly():
     from monai.data import MetaTensor
     from monai.transforms import AsDiscreted
 
-    from MedAILib.argmax import FastArgmaxd, channel_argmax, is_plain_argmax
+    from MedAILib.runtime.argmax import FastArgmaxd, channel_argmax, is_plain_argmax
 
     g = torch.Generator().manual_seed(0)
     for dtype in (torch.float32, torch.float64):
@@ -97,8 +97,8 @@ def test_channel_argmax_matches_torch_argmax_exactly():
 
 
 def test_segmentation_identical_with_and_without_fast_argmax(small_bundle, monkeypatch):
-    import MedAILib.argmax as fast
-    from MedAILib.segment import segment
+    import MedAILib.runtime.argmax as fast
+    from MedAILib.tasks.segmentation.pipeline import segment
 
     rng = np.random.default_rng(5)
     arr = rng.normal(100, 30, size=(30, 34, 38)).astype(np.float32)
@@ -114,7 +114,7 @@ def test_segmentation_identical_with_and_without_fast_argmax(small_bundle, monke
 
 
 def test_postprocess_releasing_logits_gives_identical_labels(small_bundle):
-    from MedAILib.segment import _postprocess, to_model_space
+    from MedAILib.tasks.segmentation.pipeline import _postprocess, to_model_space
 
     rng = np.random.default_rng(6)
     vol = Volume(rng.normal(0, 1, size=(26, 30, 34)).astype(np.float32), np.diag([1.3, 0.7, 1.1, 1.0]))
@@ -207,7 +207,7 @@ def test_benchmark_quick_smoke(tmp_path):
 def test_releasing_model_space_voxels_before_postprocessing_gives_identical_labels(small_bundle, monkeypatch):
     """segment() frees the model-space image's voxels before post-processing (round 2); Invertd needs
     only its metadata and transform trace. Same labels as keeping them, on an anisotropic grid."""
-    import MedAILib.segment as seg
+    import MedAILib.tasks.segmentation.pipeline as seg
 
     rng = np.random.default_rng(8)
     arr = rng.normal(100, 30, size=(30, 26, 34)).astype(np.float32)
@@ -233,7 +233,7 @@ def test_releasing_model_space_voxels_before_postprocessing_gives_identical_labe
 def test_image_voxels_kept_when_postprocessing_reads_them(small_bundle):
     from monai.transforms import Compose, CopyItemsd
 
-    from MedAILib.segment import release_image_voxels, to_model_space
+    from MedAILib.tasks.segmentation.pipeline import release_image_voxels, to_model_space
 
     data = to_model_space([Volume(np.ones((8, 9, 10), np.float32), np.eye(4))], small_bundle)
     released = release_image_voxels(data, small_bundle)["image"]

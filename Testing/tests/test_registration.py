@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from MedAILib.errors import InputError
-from MedAILib.fusion import registration as R
-from MedAILib.fusion.align import align_inputs
+from MedAILib.core.errors import InputError
+from MedAILib.tasks.registration import registration as R
+from MedAILib.tasks.registration.align import align_inputs
 from MedAILib.io import from_sitk, read_image, to_sitk, write_image
-from MedAILib.volume import Volume
+from MedAILib.core.volume import Volume
 
 
 def phantom(shape=(20, 44, 40), spacing=(2.0, 2.0, 3.0), contrast="t1", origin=(-40.0, -44.0, -30.0)) -> Volume:
@@ -226,8 +226,8 @@ def test_linear_resample_of_integer_image_rounds_instead_of_truncating():
     """ITK casts interpolated values back to the pixel type by truncation; 10.9 must become 11, not 10."""
     import numpy as np
 
-    from MedAILib.fusion.registration import resample_to
-    from MedAILib.volume import Volume
+    from MedAILib.tasks.registration.registration import resample_to
+    from MedAILib.core.volume import Volume
 
     arr = np.zeros((4, 4, 4), dtype=np.int16)
     arr[:, :, 2:] = 12  # along I: 0, 0, 12, 12

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from bundle_factory import make_bundle, zip_bundle
-from MedAILib.bundles import download
-from MedAILib.bundles.bundle import load_bundle, resolve_model
-from MedAILib.bundles.catalogue import load_catalogue
+from MedAILib.models import download
+from MedAILib.models.bundle import load_bundle, resolve_model
+from MedAILib.models.catalogue import load_catalogue
 from MedAILib.cli import main
-from MedAILib.errors import DownloadError, ModelError
+from MedAILib.core.errors import DownloadError, ModelError
 
 REPO = Path(__file__).resolve().parents[2]
 PATIENT_NAME, PATIENT_ID = "DOE^JANE", "PAT-12345"
@@ -66,7 +66,7 @@ def test_untrusted_config_expression_is_never_evaluated(tmp_path):
     bundle = _booby_trapped_bundle(tmp_path / "trap", marker)
     img = tmp_path / "x.nii.gz"
     from MedAILib.io import write_image
-    from MedAILib.volume import Volume
+    from MedAILib.core.volume import Volume
 
     write_image(Volume(np.random.default_rng(0).normal(50, 10, (12, 14, 16)).astype(np.float32), np.eye(4)), img)
     # every way in refuses before the config is read as code
@@ -82,7 +82,7 @@ def test_untrusted_config_expression_is_never_evaluated(tmp_path):
     with pytest.raises(ModelError, match="refusing to run bundle"):
         resolve_model(str(folder))
     # `models add` describes it (reads JSON, counts expressions) and the user says no
-    from MedAILib.bundles import modelzoo
+    from MedAILib.models import modelzoo
 
     with pytest.raises(ModelError, match="did not trust"):
         modelzoo.add_bundle(str(bundle), ask=lambda prompt: "n", say=lambda text: None)
@@ -159,7 +159,7 @@ def test_training_checkpoint_loader_refuses_code_but_keeps_rng_state(tmp_path):
 
     import torch
 
-    from MedAILib.checkpoints import load_checkpoint
+    from MedAILib.models.checkpoints import load_checkpoint
 
     ok = tmp_path / "ckpt.pt"
     torch.save({"model": {"w": torch.ones(2)}, "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),

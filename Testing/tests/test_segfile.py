@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from MedAILib.io import read_image, read_segmentation, write_segmentation
-from MedAILib.volume import LabelInfo, Volume
+from MedAILib.core.volume import LabelInfo, Volume
 
 HIPPO_TERM = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
               "~SCT^5001000^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^")

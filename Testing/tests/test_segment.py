@@ -11,12 +11,12 @@ import torch
 
 from bundle_factory import make_bundle
 from conftest import oblique_ijk_to_ras
-from MedAILib.bundles import load_bundle, trust
-from MedAILib.errors import Cancelled, InputError
-from MedAILib.inference.sliding import fallback_plan, run_inferer
-from MedAILib.progress import CancelToken, Progress
-from MedAILib.segment import from_model_space, labels_from_model_space, segment, to_model_space
-from MedAILib.volume import Volume
+from MedAILib.models import load_bundle, trust
+from MedAILib.core.errors import Cancelled, InputError
+from MedAILib.runtime.inferer import fallback_plan, run_inferer
+from MedAILib.core.progress import CancelToken, Progress
+from MedAILib.tasks.segmentation.pipeline import from_model_space, labels_from_model_space, segment, to_model_space
+from MedAILib.core.volume import Volume
 
 
 @pytest.fixture(autouse=True)
@@ -134,8 +134,8 @@ def test_oom_fallback_on_cpu(tmp_path):
 
 
 def test_fast_mode_needs_catalogue_permission(tmp_path):
-    from MedAILib.bundles.bundle import Bundle
-    from MedAILib.errors import ModelError
+    from MedAILib.models.bundle import Bundle
+    from MedAILib.core.errors import ModelError
 
     b = make_bundle(tmp_path / "f")
     with pytest.raises(ModelError, match="no fast mode"):
@@ -153,7 +153,7 @@ def test_fast_mode_needs_catalogue_permission(tmp_path):
 def test_preview_png(tmp_path):
     from PIL import Image
 
-    from MedAILib.preview import overlay_png
+    from MedAILib.io.preview import overlay_png
 
     lab = _phantom()
     lab.labels = [__import__("MedAILib").LabelInfo(1, "a", (1, 0, 0)), __import__("MedAILib").LabelInfo(2, "b", (0, 0, 1))]
@@ -164,13 +164,11 @@ def test_preview_png(tmp_path):
 
 
 def test_shipped_model_on_real_validation_case(data_dir):
-    from MedAILib.bundles import resolve_model
-    from MedAILib.bundles.catalogue import load_catalogue
+    from MedAILib.models import resolve_model
+    from MedAILib.models.catalogue import load_catalogue
     from MedAILib.io import read_image, read_segmentation
 
     entry = load_catalogue().get("hippocampus_unet")
-    if not (entry.shipped_path() / "models" / "model.pt").exists():
-        pytest.skip("shipped hippocampus bundle not built yet (Resources/Models/hippocampus_unet/models/model.pt)")
     case = json.loads((entry.shipped_path() / "split.json").read_text())["validation"][0]
     img = read_image(data_dir / "msd-hippocampus" / "imagesTr" / f"{case}.nii.gz")
     ref = read_segmentation(data_dir / "msd-hippocampus" / "labelsTr" / f"{case}.nii.gz")

@@ -121,7 +121,7 @@ print(json.dumps({"event": "done", "outputs": [out], "failed": []}), flush=True)
 
 def test_synthesis_start_returns_before_its_input_is_written_and_the_engine_gets_it(slicer, volume, monkeypatch,
                                                                                     tmp_path):
-    from MedAIModuleLib.synthesis_logic import SynthesisRun
+    from MedAISlicerLib.tasks.synthesis import SynthesisRun
 
     engine = tmp_path / "synth_engine.py"
     engine.write_text(SYNTH_ENGINE)
@@ -154,7 +154,7 @@ def test_raw_nrrd_reads_back_as_the_simpleitk_file(tmp_path, dtype):
     from conftest import oblique_ijk_to_ras
     from MedAILib.io import read_image, write_image
     from MedAILib.io.images import write_raw_nrrd
-    from MedAILib.volume import Volume
+    from MedAILib.core.volume import Volume
 
     arr = np.random.default_rng(5).normal(50, 40, (7, 9, 11)).astype(dtype)
     vol = Volume(arr, oblique_ijk_to_ras())

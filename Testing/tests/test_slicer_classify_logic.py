@@ -36,9 +36,9 @@ def _scene_case(slicer, gland):
 
 def test_classify_segment_gives_table_text_and_heatmap_overlay(slicer, gland):
     import MedAI
-    from MedAILib.bundles import resolve_model
-    from MedAILib.classify import classify
-    from MedAILib.volume import Volume
+    from MedAILib.models import resolve_model
+    from MedAILib.tasks.classification.pipeline import classify
+    from MedAILib.core.volume import Volume
 
     vol, seg, sid, mask, m = _scene_case(slicer, gland)
     progress = []
@@ -85,9 +85,9 @@ def test_roi_and_bad_requests(slicer, gland):
         logic.classify(vol, "adrenal_classifier", seg, empty)
     # A binary image (the mask itself as the input volume) restricted by an ROI around the gland
     # gives the segment's result (an ROI away from it: test_classify.py checks the engine's error).
-    from MedAILib.bundles import resolve_model
-    from MedAILib.classify import classify
-    from MedAILib.volume import Volume
+    from MedAILib.models import resolve_model
+    from MedAILib.tasks.classification.pipeline import classify
+    from MedAILib.core.volume import Volume
 
     binary = slicer.util.addVolumeFromArray(mask.astype(np.float32), m, "gland mask", "vtkMRMLScalarVolumeNode")
     centre = Volume(mask, m).ijk_to_ras_points(np.argwhere(mask).mean(0)[::-1][None])[0]

@@ -25,7 +25,7 @@ def _matrix(slicer, node):
 def pair(slicer):
     from test_registration import phantom
 
-    from MedAILib.fusion import registration as R
+    from MedAILib.tasks.registration import registration as R
 
     fixed, other = phantom(contrast="t1"), phantom(contrast="t2")
     truth = R.rigid_ras_matrix((3.0, -2.0, 5.0), (4.0, -3.0, 2.0))

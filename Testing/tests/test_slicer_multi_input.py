@@ -30,7 +30,7 @@ MODEL_ID = "brats_like_test"
 # --- the GUI-free decision both widgets apply -----------------------------------------------------
 def test_input_selectors_follow_the_bundle_channel_names():
     standin.activate()
-    from MedAISegmentLib.models import from_entry, input_selectors
+    from MedAISlicerLib.models import from_entry, input_selectors
 
     brats = from_entry({"id": "b", "title": "BraTS", "task": "segmentation",
                         "inputs": [{"name": n, "modality": "MR"} for n in BRATS_INPUTS], "labels": []})
@@ -53,7 +53,7 @@ def test_input_selectors_follow_the_bundle_channel_names():
 
 def test_shipped_catalogue_brats_entry_gets_four_labelled_selectors():
     standin.activate()
-    from MedAISegmentLib.models import find_model, input_selectors
+    from MedAISlicerLib.models import find_model, input_selectors
 
     import MedAISegment
 
@@ -94,7 +94,7 @@ def brats(data_dir, tmp_path_factory):
 def slicer(monkeypatch, tmp_path, brats):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
-    from MedAILib.bundles import modelzoo
+    from MedAILib.models import modelzoo
 
     # the engine's own route for a user's bundle: copied into MEDAI_HOME, trusted, in the user catalogue
     modelzoo.add_bundle(str(brats[2]), assume_yes=True, say=lambda s: None, model_id=MODEL_ID)
@@ -121,7 +121,7 @@ def _nodes(slicer, brats, misaligned_t2):
 
 def _labels(slicer, seg, reference) -> np.ndarray:
     """Label map (KJI, on ``reference``'s grid) from the segment masks, values = catalogue values."""
-    from MedAISegmentLib.models import find_model
+    from MedAISlicerLib.models import find_model
 
     out = np.zeros(slicer.util.arrayFromVolume(reference).shape, np.int16)
     segmentation = seg.GetSegmentation()
@@ -222,7 +222,7 @@ def test_fusion_logic_segment_with_several_inputs_registers_other_grid(slicer, b
     out = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "tumour")
     logs = []
     run = logic.segmentMultiInput(nodes, out, MODEL_ID, device="cpu", wait=True, timeout=300, logCallback=logs.append)
-    from MedAISegmentLib.run import SegmentationRun
+    from MedAISlicerLib.tasks.segmentation import SegmentationRun
 
     assert isinstance(run, SegmentationRun) and "--assume-aligned" not in run.process.command
     assert run.outputSegmentation is out

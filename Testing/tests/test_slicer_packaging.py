@@ -72,7 +72,7 @@ def test_icons_are_128_png(path):
 def test_first_use_pins_match_pyproject():
     sys.path.insert(0, str(REPO / "Testing" / "slicer_standin"))
     sys.path.insert(0, str(REPO / "MedAISegment"))
-    from MedAISegmentLib import dependencies
+    from MedAISlicerLib import dependencies
 
     pyproject = (REPO / "pyproject.toml").read_text()
     for req in dependencies.PINNED.values():
@@ -84,7 +84,7 @@ def test_widget_independent_parts_with_standin():
 
     slicer = standin.activate()
     import MedAISegment
-    from MedAISegmentLib.models import from_entry
+    from MedAISlicerLib.models import from_entry
     from MedAISlicerLib import process
 
     logic = MedAISegment.MedAISegmentLogic()

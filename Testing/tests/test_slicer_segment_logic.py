@@ -158,7 +158,7 @@ def test_cancel_kills_process_tree_and_leaves_no_output_or_temp(slicer, volume, 
 
 # --- the real engine: `python -m MedAILib.cli segment` with the shipped hippocampus model -------------
 REPO = HERE.parents[1]
-BUNDLE = REPO / "Resources" / "Models" / "hippocampus_unet"
+BUNDLE = REPO / "MedAI" / "MedAILib" / "resources" / "Models" / "hippocampus_unet"
 
 
 def _validation_case():
@@ -168,8 +168,7 @@ def _validation_case():
 
 @pytest.fixture
 def shipped_model():
-    if not (BUNDLE / "models").is_dir():
-        pytest.skip("the shipped hippocampus_unet bundle has no weights yet (Resources/Models/hippocampus_unet/models)")
+    assert (BUNDLE / "models" / "model.pt").is_file(), "the shipped hippocampus_unet weights are missing"
     return BUNDLE
 
 
@@ -182,7 +181,7 @@ def test_real_engine_segments_hippocampus_into_the_node(slicer, data_dir, shippe
                                  progressCallback=lambda f, m, e: progress.append((f, e)))
     seg = run.outputSegmentation
     segmentation = seg.GetSegmentation()
-    from MedAISegmentLib.models import find_model
+    from MedAISlicerLib.models import find_model
 
     labels = find_model("hippocampus_unet").labels
     assert segmentation.GetNumberOfSegments() == len(labels) == 2

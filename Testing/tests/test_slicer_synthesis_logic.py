@@ -79,8 +79,8 @@ def test_failed_import_removes_the_new_node_and_case_error_wins(slicer, tmp_path
     from types import SimpleNamespace
 
     from MedAILib.io import write_image
-    from MedAILib.volume import Volume
-    from MedAIModuleLib import synthesis_logic
+    from MedAILib.core.volume import Volume
+    from MedAISlicerLib.tasks import synthesis as synthesis_logic
 
     ijk_to_ras = np.diag([1.0, 1.0, 2.0, 1.0])
     node = slicer.util.addVolumeFromArray(np.zeros((4, 5, 6), np.float32), ijk_to_ras, "in", "vtkMRMLScalarVolumeNode")

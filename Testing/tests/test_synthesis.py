@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from MedAILib.data import REPO_ROOT
+from MedAILib.core.paths import REPO_ROOT
 from MedAILib.io import read_image, write_image
-from MedAILib.metrics.image import image_metrics, mae, psnr, ssim
-from MedAILib.synthesis.bundle import SynthesisBundle, find_bundle
-from MedAILib.synthesis.infer import predict_slices, synthesize
-from MedAILib.synthesis.pairs import find_pairs
-from MedAILib.synthesis.preprocess import head_mask, model_space_arrays, slice_stacks
-from MedAILib.volume import Volume
+from MedAILib.tasks.synthesis.metrics import image_metrics, mae, psnr, ssim
+from MedAILib.tasks.synthesis.bundle import SynthesisBundle, find_bundle
+from MedAILib.tasks.synthesis.pipeline import predict_slices, synthesize
+from MedAILib.tasks.synthesis.pairs import find_pairs
+from MedAILib.tasks.synthesis.preprocess import head_mask, model_space_arrays, slice_stacks
+from MedAILib.core.volume import Volume
 
-BUNDLE = REPO_ROOT / "Resources" / "Models" / "t2_to_flair_gan"
+BUNDLE = REPO_ROOT / "MedAI" / "MedAILib" / "resources" / "Models" / "t2_to_flair_gan"
 TCIA = "tcia-brain-tumor-progression-dicom"
 
 
@@ -109,7 +109,7 @@ def test_output_on_input_grid_and_in_distribution(val_pair, val_result):
 def test_no_seams_between_windows(val_pair, shipped):
     """Sliding windows (two overlaps, two sizes) and the whole slice at once must agree inside the head,
     and the windowed result must have no step at the window borders that the whole-slice result lacks."""
-    from MedAILib.synthesis.infer import network_multiple
+    from MedAILib.tasks.synthesis.pipeline import network_multiple
 
     img, src, mask = model_space_arrays(val_pair[0], shipped.cfg)
     stacks = slice_stacks(src, shipped.cfg["slices"])[8:11]
@@ -165,7 +165,7 @@ def _medai(env, *args, cwd=None):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory):
-    from MedAILib.synthesis import train
+    from MedAILib.tasks.synthesis import trainer as train
 
     root = tmp_path_factory.mktemp("synthrad")
     for i, case in enumerate(("a", "b")):
@@ -232,10 +232,10 @@ def test_catalogue_checksum_protects_the_shipped_weights(tmp_path, monkeypatch):
     """A shipped bundle whose weights differ from the catalogue's sha256 is refused."""
     import shutil
 
-    from MedAILib.errors import ModelError
+    from MedAILib.core.errors import ModelError
 
     res = tmp_path / "Resources"
-    shutil.copytree(REPO_ROOT / "Resources", res, ignore=shutil.ignore_patterns("*.png", "hippocampus_unet"))
+    shutil.copytree(REPO_ROOT / "MedAI" / "MedAILib" / "resources", res, ignore=shutil.ignore_patterns("*.png", "hippocampus_unet"))
     monkeypatch.setenv("MEDAI_RESOURCES", str(res))
     assert find_bundle("t2_to_flair_gan").path == res / "Models" / "t2_to_flair_gan"
     with open(res / "Models" / "t2_to_flair_gan" / "models" / "model.pt", "ab") as f:

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from MedAILib.data import REPO_ROOT
-from MedAILib.errors import InputError
-from MedAILib.metrics.classification import classification_metrics, format_metrics
-from MedAILib.training import classification as tc
+from MedAILib.core.paths import REPO_ROOT
+from MedAILib.core.errors import InputError
+from MedAILib.tasks.classification.metrics import classification_metrics, format_metrics
+from MedAILib.tasks import classification as tc
 
-BUNDLE = REPO_ROOT / "Resources" / "Models" / "adrenal_classifier"
+BUNDLE = REPO_ROOT / "MedAI" / "MedAILib" / "resources" / "Models" / "adrenal_classifier"
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from MedAILib.training import segmentation as seg
+from MedAILib.tasks import segmentation as seg
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = REPO / "Resources" / "Models" / "hippocampus_unet"
+BUNDLE = REPO / "MedAI" / "MedAILib" / "resources" / "Models" / "hippocampus_unet"
 SPLIT = BUNDLE / "split.json"
 
 

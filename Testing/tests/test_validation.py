@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from MedAILib.errors import InputError
-from MedAILib.validation import check_inputs, check_labelmap, guess_modality, physical_memory_bytes
-from MedAILib.volume import Volume
+from MedAILib.core.errors import InputError
+from MedAILib.runtime.validation import check_inputs, check_labelmap, guess_modality, physical_memory_bytes
+from MedAILib.core.volume import Volume
 
 
 def vol(arr=None, spacing=(1.0, 1.0, 1.0), **meta):

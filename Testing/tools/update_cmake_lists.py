@@ -5,9 +5,8 @@ Other helpers keep adding files (every MedAILib/**.py must be packaged), so the 
 marker comments ``# BEGIN GENERATED <KIND>`` / ``# END GENERATED <KIND>`` are produced from the files
 git knows (tracked, or untracked and not ignored):
 - SCRIPTS: every .py under the module folder (not under Testing/);
-- RESOURCES: every other file under the module folder (not CMakeLists.txt, not Testing/);
-- SHARED_RESOURCES (MedAI only): every file under the top-level Resources/ except Resources/Icons
-  (the extension icon is referenced by URL, not installed).
+- RESOURCES: every other file under the module folder (not CMakeLists.txt, not Testing/), which
+  includes the engine's package data MedAI/MedAILib/resources/.
 
 Usage: ``python Testing/tools/update_cmake_lists.py [--check]`` (--check: exit 1 if a list is stale).
 """
@@ -39,9 +38,6 @@ def lists_for(module: str) -> dict:
             continue
         (scripts if rel.endswith(".py") else resources).append(rel)
     lists = {"SCRIPTS": scripts, "RESOURCES": resources}
-    if module == "MedAI":
-        lists["SHARED_RESOURCES"] = [p[len("Resources/"):] for p in known_files("Resources")
-                                     if not p.startswith("Resources/Icons/")]
     return lists
 
 

@@ -7,32 +7,23 @@ import importlib
 import logging
 import sys
 
-from .. import __version__
-from ..errors import MedAIError
+from MedAILib import __version__
+from MedAILib.core.errors import MedAIError
 
-# Modules under MedAILib.cli that add a subcommand (order = order in --help).
+# Modules that add a subcommand with ``register(subparsers)`` (order = order in --help). Each task's
+# command lives with its task; the commands about the engine itself live here in cli/.
 SUBCOMMANDS = [
-    "info",
-    "models",
-    "segment",
-    "classify",
-    "synthesize",
-    "register",
-    "fuse",
-    "evaluate",
-    "train",
-    "demo",
+    "MedAILib.cli.info",
+    "MedAILib.cli.models",
+    "MedAILib.tasks.segmentation.command",
+    "MedAILib.tasks.classification.command",
+    "MedAILib.tasks.synthesis.command",
+    "MedAILib.tasks.registration.command",
+    "MedAILib.tasks.fusion.command",
+    "MedAILib.cli.evaluate",
+    "MedAILib.cli.train",
+    "MedAILib.cli.demo",
 ]
-
-
-def optional_module(path: str):
-    """Import ``path``; None when that module itself does not exist (a part not built or installed)."""
-    try:
-        return importlib.import_module(path)
-    except ModuleNotFoundError as e:
-        if e.name == path:
-            return None
-        raise
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,10 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medai {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        module = optional_module(f"{__name__}.{name}")
-        if module is not None:  # else: subcommand not built yet
-            module.register(sub)
+    for path in SUBCOMMANDS:
+        importlib.import_module(path).register(sub)
     return parser
 
 
@@ -72,7 +61,7 @@ def main(argv=None) -> int:
             raise
         print(f"medai: error: {e.message}" + (f" — what to do: {e.hint}" if e.hint else ""), file=sys.stderr)
         if getattr(args, "progress", None) == "json":
-            from ..progress import emit_json
+            from MedAILib.core.progress import emit_json
 
             emit_json(event="error", message=e.message, hint=e.hint)
         return e.exit_code

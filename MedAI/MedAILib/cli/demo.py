@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DownloadError, InputError
+from MedAILib.core.errors import DownloadError, InputError
 
 MODEL_ID = "hippocampus_unet"
 TASK = "Task04_Hippocampus"
@@ -26,8 +26,8 @@ def register(sub) -> None:
 
 
 def _find_case(case: str, allow_download: bool) -> tuple:
-    from ..bundles.cache import medai_home
-    from ..data import data_dir
+    from MedAILib.models.cache import medai_home
+    from MedAILib.core.paths import data_dir
 
     candidates = [data_dir() / "msd-hippocampus", medai_home() / "data" / TASK]
     for root in candidates:
@@ -65,12 +65,12 @@ def dice_per_label(pred: np.ndarray, ref: np.ndarray, values) -> dict:
 
 
 def run(args) -> int:
-    from ..bundles import load_catalogue, resolve_model
-    from ..io import read_image, read_segmentation, write_segmentation
-    from ..postprocess import label_volumes_ml
-    from ..preview import overlay_png
-    from ..progress import Progress
-    from ..segment import segment
+    from MedAILib.models import load_catalogue, resolve_model
+    from MedAILib.io import read_image, read_segmentation, write_segmentation
+    from MedAILib.tasks.segmentation.postprocess import label_volumes_ml
+    from MedAILib.io.preview import overlay_png
+    from MedAILib.core.progress import Progress
+    from MedAILib.tasks.segmentation.pipeline import segment
 
     import warnings
 

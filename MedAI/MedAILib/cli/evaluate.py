@@ -1,17 +1,17 @@
 """``medai evaluate <kind> ...``: score results against references.
 
 Each kind is a module with ``add_arguments(parser)`` and ``run(args) -> int``; add yours to
-``EVALUATORS`` (name -> module path). Kinds whose module is absent are left out of the help.
+``EVALUATORS`` (name -> module path).
 """
 
 from __future__ import annotations
 
-from . import optional_module
+import importlib
 
 # name -> module with add_arguments(parser) and run(args); order = order in --help.
 EVALUATORS = {
-    "image": "MedAILib.metrics.evaluate_image",
-    "classification": "MedAILib.metrics.evaluate_classification",
+    "image": "MedAILib.tasks.synthesis.evaluate_files",
+    "classification": "MedAILib.tasks.classification.evaluate",
 }
 
 
@@ -20,9 +20,7 @@ def register(sub) -> None:
                        description=__doc__.split("\n")[0])
     esub = p.add_subparsers(dest="evaluator", metavar="KIND")
     for name, path in EVALUATORS.items():
-        module = optional_module(path)
-        if module is None:
-            continue
+        module = importlib.import_module(path)  # argument definitions only; heavy imports are in run()
         doc = (module.__doc__ or name).strip().split("\n")[0]
         ep = esub.add_parser(name, help=doc, description=doc)
         module.add_arguments(ep)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import list_dicom_series, read_image
+from MedAILib.io import list_dicom_series, read_image
 
 
 def register(sub) -> None:
@@ -51,7 +51,7 @@ def run(args) -> int:
     volume = read_image(path, series_uid=args.series)
     warnings = []
     if args.check:
-        from ..validation import check_inputs
+        from MedAILib.runtime.validation import check_inputs
 
         warnings = check_inputs([volume], {"n_inputs": 1, "modality": args.modality, "allow_2d": args.allow_2d,
                                            "model": f"a model for {args.modality}" if args.modality else "a model"})

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import ModelError
+from MedAILib.core.errors import ModelError
 
 
 def register(sub) -> None:
@@ -28,7 +28,7 @@ def register(sub) -> None:
     a = msub.add_parser("trust", help="trust a bundle folder (its config can run Python code)")
     a.add_argument("path")
     try:  # `models add` (Model Zoo bundles) lives with the Model Zoo code when present
-        from ..bundles import modelzoo
+        from MedAILib.models import modelzoo
 
         if hasattr(modelzoo, "add_bundle"):
             a = msub.add_parser("add", help="add a bundle folder, zip or modelzoo:NAME@VERSION to your catalogue")
@@ -41,7 +41,7 @@ def register(sub) -> None:
 
 
 def _status(entry) -> str:
-    from ..bundles.download import is_cached
+    from MedAILib.models.download import is_cached
 
     if entry.is_shipped:
         return "shipped" if entry.shipped_path() and entry.shipped_path().is_dir() else "shipped (missing!)"
@@ -52,7 +52,7 @@ def _status(entry) -> str:
 
 
 def run(args) -> int:
-    from ..bundles import cache, download, load_catalogue, trust
+    from MedAILib.models import cache, download, load_catalogue, trust
 
     cmd = args.models_command
     if cmd is None:
@@ -64,7 +64,7 @@ def run(args) -> int:
               f"editing its configs or scripts makes it untrusted again")
         return 0
     if cmd == "add":
-        from ..bundles import modelzoo
+        from MedAILib.models import modelzoo
 
         def _dl(entry, folder):
             algorithm, value = modelzoo.expected_checksum(entry)

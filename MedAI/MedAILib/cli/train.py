@@ -1,7 +1,7 @@
 """``medai train <task> ...``: train the models this repository ships, reproducibly from the repository.
 
 Each trainer is a module with ``add_arguments(parser)`` and ``run(args) -> int``; add yours to
-``TRAINERS`` (name -> module path). Trainers whose module is absent are left out of the help.
+``TRAINERS`` (name -> module path).
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import argparse
 import shlex
 import sys
 
-from ..errors import InputError
-from . import optional_module
+import importlib
 
 # name -> module with add_arguments(parser) and run(args); order = order in --help.
 TRAINERS = {
-    "segmentation": "MedAILib.training.segmentation",
-    "classification": "MedAILib.training.classification",
-    "synthesis": "MedAILib.training.synthesis",
+    "segmentation": "MedAILib.tasks.segmentation.trainer",
+    "classification": "MedAILib.tasks.classification.trainer",
+    "synthesis": "MedAILib.tasks.synthesis.trainer",
 }
 
 
@@ -32,9 +31,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    module = optional_module(TRAINERS[args.task])
-    if module is None:
-        raise InputError(f"the {args.task} trainer is not installed", "update MedAI")
+    module = importlib.import_module(TRAINERS[args.task])
     doc = (module.__doc__ or args.task).strip().split("\n")[0]
     tp = argparse.ArgumentParser(prog=f"medai train {args.task}", description=doc)
     module.add_arguments(tp)

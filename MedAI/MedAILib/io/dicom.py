@@ -8,8 +8,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from ..errors import InputError
-from .images import from_sitk, quiet_native_stderr
+from MedAILib.core.errors import InputError
+from MedAILib.io.images import from_sitk, quiet_native_stderr
 
 # Tags shown to a person. Patient name/ID are deliberately not read: they must never reach logs.
 _TAGS = {"0020|000e": "series_instance_uid", "0008|0060": "modality", "0008|103e": "description", "0020|0011": "series_number",

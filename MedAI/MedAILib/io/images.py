@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .. import geometry
-from ..atomic import atomic_output, full_suffix
-from ..errors import InputError
-from ..volume import Volume
+from MedAILib.core import geometry
+from MedAILib.core.atomic import atomic_output, full_suffix
+from MedAILib.core.errors import InputError
+from MedAILib.core.volume import Volume
 
 SUPPORTED_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
 
@@ -131,7 +131,7 @@ def _check_nifti_complete(path: Path) -> None:
 
 def _check_fits_in_memory(path: Path) -> None:
     """Read the header only and refuse an image larger than this computer's RAM before ITK allocates it."""
-    from ..validation import physical_memory_bytes
+    from MedAILib.runtime.validation import physical_memory_bytes
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -161,11 +161,11 @@ def read_image(path, series_uid: str = None) -> Volume:
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
-        from .dicom import read_dicom_series
+        from MedAILib.io.dicom import read_dicom_series
 
         return read_dicom_series(path, series_uid)
     if full_suffix(path).lower() in (".seg.nrrd", ".seg.nhdr"):
-        from .segmentations import read_segmentation
+        from MedAILib.io.segmentations import read_segmentation
 
         return read_segmentation(path)
     if path.stat().st_size == 0:
@@ -214,7 +214,7 @@ def write_image(volume: Volume, path, compress: bool = True) -> Path:
     path = Path(path)
     suffix = full_suffix(path).lower()
     if suffix in (".seg.nrrd", ".seg.nhdr"):
-        from .segmentations import write_segmentation
+        from MedAILib.io.segmentations import write_segmentation
 
         return write_segmentation(volume, path)
     if suffix not in SUPPORTED_IMAGE_SUFFIXES:

@@ -11,10 +11,10 @@ import slicerio
 # The terminology string <-> dict helpers are not re-exported at slicerio's top level.
 from slicerio.segmentation import terminology_entry_from_string, terminology_entry_to_string
 
-from .. import geometry
-from ..atomic import atomic_output, full_suffix
-from ..errors import InputError
-from ..volume import LabelInfo, Volume
+from MedAILib.core import geometry
+from MedAILib.core.atomic import atomic_output, full_suffix
+from MedAILib.core.errors import InputError
+from MedAILib.core.volume import LabelInfo, Volume
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def read_segmentation(path) -> Volume:
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the path")
     if not _is_seg_file(path):
-        from .images import read_image
+        from MedAILib.io.images import read_image
 
         vol = read_image(path)
         if not np.issubdtype(vol.array.dtype, np.integer):
@@ -93,7 +93,7 @@ def write_segmentation(volume: Volume, path) -> Path:
     plain labelmap image (.nii.gz etc.). Atomic: a partial file never appears under ``path``."""
     path = Path(path)
     if not _is_seg_file(path):
-        from .images import write_image
+        from MedAILib.io.images import write_image
 
         arr = volume.array
         if arr.dtype not in (np.uint8, np.int16, np.uint16, np.int32):

@@ -43,7 +43,7 @@ def main():
         import numpy as np
 
         from MedAILib.io import read_image, write_segmentation
-        from MedAILib.volume import LabelInfo
+        from MedAILib.core.volume import LabelInfo
 
         vol = read_image(a.inputs[0])
         emit(event="progress", fraction=0.5, message="inference", eta_s=1.0)

@@ -1,0 +1,340 @@
+"""Segmentation: input Volume(s) -> the bundle's model space -> inference -> post-processing ->
+labelmap on the input's exact grid, with the catalogue's label table.
+
+``to_model_space`` / ``from_model_space`` are the one pair of functions that move data into a
+model's space and back. They apply the bundle's own preprocessing (orientation, spacing, intensity,
+crop/pad: everything but file loading) to a MONAI ``MetaTensor`` built from the Volume, and undo its
+geometric part with MONAI's recorded inverse (``Invertd``), so the way back is exact.
+
+Geometry note: MONAI/nibabel affines map the *IJK* index to RAS, while Volume arrays are KJI, so
+arrays are transposed to IJK on the way in and back to KJI on the way out (no axis flips: the
+affine is the Volume's own IJK->RAS).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from MedAILib.core.errors import InputError, ModelError
+from MedAILib.core.progress import CancelToken, Progress
+from MedAILib.core.volume import Volume
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class SegmentResult:
+    labelmap: Volume
+    seconds: float
+    device: str
+    warnings: list
+    log: list
+
+
+# --- into model space and back ---------------------------------------------------------------
+
+def _loader_free(compose):
+    """The bundle's preprocessing Compose without file loading (MedAI hands over arrays itself)."""
+    from monai.transforms import Compose
+
+    from MedAILib.models.bundle import IO_TRANSFORMS
+
+    return Compose([t for t in compose.transforms if type(t).__name__ not in IO_TRANSFORMS])
+
+
+def _align_to(volume: Volume, reference: Volume) -> Volume:
+    """Resample ``volume`` onto ``reference``'s grid (linear) when a multi-input model needs one grid."""
+    import SimpleITK as sitk
+
+    from MedAILib.io import from_sitk, to_sitk
+
+    out = sitk.Resample(to_sitk(volume.with_array(volume.array.astype(np.float32))), to_sitk(reference),
+                        sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return from_sitk(out)
+
+
+def metatensor_from_volumes(volumes: Sequence[Volume]):
+    """A MONAI MetaTensor as ``LoadImaged`` would give it: IJK order, affine = IJK->RAS, channel info."""
+    from monai.data import MetaTensor
+
+    ref = volumes[0]
+    arrays = [np.ascontiguousarray(v.array.transpose(2, 1, 0), dtype=np.float32) for v in volumes]  # KJI -> IJK
+    affine = torch.as_tensor(ref.ijk_to_ras, dtype=torch.float64)
+    meta = {"affine": affine.clone(), "original_affine": affine.clone(), "space": "RAS",
+            "spatial_shape": np.asarray(arrays[0].shape), "filename_or_obj": str(ref.metadata.get("source", "volume"))}
+    if len(arrays) == 1:
+        data, meta["original_channel_dim"] = arrays[0], "no_channel"
+    else:
+        data, meta["original_channel_dim"] = np.stack(arrays), 0
+    return MetaTensor(torch.from_numpy(data), meta=meta)
+
+
+def _as_model_output(pred, image):
+    """Wrap a network output as a MetaTensor carrying the model-space image's meta and transform trace
+    (what MONAI's own workflow hands to the post-processing), so Invertd can undo the preprocessing."""
+    from monai.data import MetaTensor
+
+    pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
+    return MetaTensor(pred, meta=copy.deepcopy(image.meta), applied_operations=copy.deepcopy(image.applied_operations))
+
+
+def to_model_space(volumes: Sequence[Volume], bundle) -> dict:
+    """Apply the bundle's preprocessing (minus loading) -> ``{"image": MetaTensor (C, *spatial)}``."""
+    volumes = list(volumes)
+    for i, v in enumerate(volumes[1:], start=1):
+        if not v.same_grid(volumes[0]):
+            log.info("input %d is on a different grid; resampling it onto input 0", i)
+            volumes[i] = _align_to(v, volumes[0])
+    pre = _loader_free(bundle.preprocessing)
+    data = pre({"image": metatensor_from_volumes(volumes)})
+    return data
+
+
+def from_model_space(pred, data: dict, bundle, nearest: bool = False) -> torch.Tensor:
+    """Undo the preprocessing's geometry on ``pred`` (C, *model spatial) -> (C, *input IJK) tensor.
+
+    Uses MONAI's recorded inverse of exactly the transforms that were applied (``Invertd``).
+    ``nearest`` for label values; interpolation (the transforms' own mode) for probabilities.
+    """
+    from monai.transforms import Invertd
+
+    inv = Invertd(keys="pred", transform=bundle.preprocessing, orig_keys="image", nearest_interp=nearest,
+                  to_tensor=True)
+    out = inv({"image": data["image"], "pred": _as_model_output(pred, data["image"])})["pred"]
+    return out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
+
+
+# One-hot inversion holds one float per class and voxel; above this, label values go back by nearest.
+ONEHOT_LIMIT_BYTES = 1 << 30
+
+
+def labels_from_model_space(labels, data: dict, bundle, n_classes: Optional[int] = None) -> torch.Tensor:
+    """Label values (1, *model spatial) -> (1, *input IJK) label values.
+
+    Each label's one-hot mask is resampled with the preprocessing's interpolation and the most
+    likely label is kept (how Model Zoo bundles return to the input grid: Invertd before argmax);
+    this keeps shapes far better than nearest neighbour. Very many classes fall back to nearest.
+    """
+    labels = torch.as_tensor(labels.as_tensor() if hasattr(labels, "as_tensor") else labels).long()
+    n = int(n_classes or int(labels.max()) + 1)
+    orig_voxels = int(np.prod(data["image"].meta.get("spatial_shape", labels.shape[1:])))
+    if n * max(orig_voxels, int(np.prod(labels.shape[1:]))) * 4 > ONEHOT_LIMIT_BYTES:
+        return from_model_space(labels.float(), data, bundle, nearest=True).round().long()
+    onehot = torch.nn.functional.one_hot(labels[0], n).permute(3, 0, 1, 2).float()
+    from MedAILib.runtime.argmax import channel_argmax
+
+    return channel_argmax(from_model_space(onehot, data, bundle, nearest=False))
+
+
+def labels_to_volume(labels_ijk: torch.Tensor, reference: Volume, label_infos) -> Volume:
+    arr = np.asarray(labels_ijk.detach().cpu())
+    if arr.ndim == 4:
+        arr = arr[0]
+    arr = np.rint(arr).astype(np.int16 if arr.max(initial=0) > 255 else np.uint8)
+    arr = np.ascontiguousarray(arr.transpose(2, 1, 0))  # IJK -> KJI
+    if arr.shape != reference.array.shape[:3]:
+        raise ModelError(f"the model's output grid {arr.shape} does not match the input {reference.array.shape}",
+                         "the bundle's post-processing changes the grid; report this bundle")
+    return reference.with_array(arr, labels=list(label_infos))
+
+
+# --- the whole pipeline ------------------------------------------------------------------------
+
+def _post_reads_image(bundle) -> bool:
+    """Whether a post-processing step other than ``Invertd`` names the key "image" (its voxels may
+    then be needed); Invertd reads only the image's metadata and transform trace."""
+    from monai.transforms import Invertd
+
+    post = bundle.postprocessing
+    for t in (post.transforms if post is not None else []):
+        if isinstance(t, Invertd):
+            continue
+        for value in vars(t).values():
+            values = value if isinstance(value, (list, tuple)) else (value,)
+            if any(isinstance(v, str) and v == "image" for v in values):
+                return True
+    return False
+
+
+def release_image_voxels(data: dict, bundle) -> dict:
+    """``data`` with the model-space image replaced by an empty MetaTensor carrying the same metadata
+    and transform trace, so its voxels (one float per model-grid voxel and channel) are freed before
+    post-processing, whose peak they would otherwise add to. Kept when the post-processing reads them."""
+    from monai.data import MetaTensor
+
+    image = data["image"]
+    if _post_reads_image(bundle) or not isinstance(image, MetaTensor):
+        return data
+    # Same shape and dtype (some inverses read them) but no storage: one value broadcast (stride 0).
+    empty = MetaTensor(torch.zeros(1, dtype=image.dtype).expand(image.shape), meta=image.meta,
+                       applied_operations=image.applied_operations)
+    return dict(data, image=empty)
+
+
+def _postprocess(bundle, data: dict, logits) -> torch.Tensor:
+    """The bundle's own post-processing (minus saving); nearest-neighbour inverse if it has no Invertd.
+
+    ``logits`` may be handed over in a one-element list, which is emptied: the network output is
+    then freed as soon as the first step has replaced it (one C x model-grid float buffer less at
+    the peak; the steps run one at a time, as Compose runs them, so replaced inputs are dropped).
+    """
+    from monai.transforms import Invertd, apply_transform
+
+    from MedAILib.runtime.argmax import FastArgmaxd, channel_argmax, is_plain_argmax
+    from MedAILib.models.bundle import IO_TRANSFORMS
+
+    post = bundle.postprocessing
+    steps = [t for t in (post.transforms if post is not None else []) if type(t).__name__ not in IO_TRANSFORMS]
+    steps = [FastArgmaxd(t) if is_plain_argmax(t) else t for t in steps]  # same labels, ~5x faster argmax
+    inverted = any(isinstance(t, Invertd) for t in steps)
+    if isinstance(logits, list):
+        logits = logits.pop()
+    n_classes = int(logits.shape[0])
+    d = {"image": data["image"], "pred": _as_model_output(logits, data["image"])}
+    del logits
+    for t in steps:
+        d = apply_transform(t, d, map_items=True, unpack_items=False)
+    pred = d["pred"]
+    pred = pred.as_tensor() if hasattr(pred, "as_tensor") else torch.as_tensor(pred)
+    if pred.shape[0] > 1:  # still one channel per class: argmax
+        pred = channel_argmax(pred)
+    if not inverted:
+        pred = labels_from_model_space(pred, data, bundle, n_classes=n_classes)
+    return pred
+
+
+def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence[str]] = None,
+            keep_largest: bool = False, min_island_mm3: float = 0.0, progress: Optional[Progress] = None,
+            cancel: Optional[CancelToken] = None, assume_aligned: bool = False) -> SegmentResult:
+    """Segment ``volumes`` (one per model input, in the bundle's input order) with ``bundle``.
+
+    Inputs of a multi-input model on different grids are first aligned onto input 0
+    (:func:`MedAILib.tasks.registration.align.align_inputs`: registered, or resampled by world coordinates when
+    ``assume_aligned``); the labelmap is on input 0's grid.
+    """
+    from MedAILib.runtime.device import choose_device
+    from MedAILib.runtime.inferer import run_inferer
+
+    if isinstance(volumes, Volume):
+        volumes = [volumes]
+    volumes = list(volumes)
+    t0 = time.monotonic()
+    messages = []
+    cancel = cancel or (progress.cancel if progress is not None else CancelToken())
+    progress = progress or Progress(cancel=cancel)
+    _orig_log = progress.log
+
+    def _log(msg):
+        messages.append(msg)
+        _orig_log(msg)
+
+    progress.log = _log
+    if len(volumes) > 1:
+        volumes = _align_inputs(volumes, assume_aligned, progress)
+    warnings = validate_inputs(volumes, bundle)
+    for w in warnings:
+        progress.log(f"warning: {w}")
+    label_infos = bundle.labels
+    if structures:
+        by_name = {l.name.lower(): l for l in label_infos}
+        unknown = [s for s in structures if s.lower() not in by_name]
+        if unknown:
+            raise InputError(f"model {bundle.name} has no structure(s) {', '.join(unknown)}",
+                             f"choose from: {', '.join(l.name for l in label_infos)}")
+        label_infos = [by_name[s.lower()] for s in structures]
+    dev = choose_device(device)
+    _memory_check(bundle, volumes[0], dev, progress)
+    progress.stage(0.0, 0.1).update(0.0, "preparing the image (model space)")
+    cancel.check()
+    data = to_model_space(volumes, bundle)
+    image = data["image"]
+    progress.stage(0.1, 0.9).update(0.0, f"running {bundle.name} on {dev.type}")
+    # Held in a list that _postprocess empties, so the logits can be freed mid post-processing.
+    logits = [run_inferer(bundle.inferer, bundle.network, image.as_tensor()[None], dev, progress, cancel)[0]]
+    del image
+    data = release_image_voxels(data, bundle)
+    cancel.check()
+    progress.stage(0.9, 1.0).update(0.0, "post-processing")
+    pred = _postprocess(bundle, data, logits)
+    labelmap = labels_to_volume(pred, volumes[0], label_infos)
+    keep = {l.value for l in label_infos}
+    arr = labelmap.array
+    arr[~np.isin(arr, list(keep))] = 0
+    if keep_largest:
+        from MedAILib.tasks.segmentation.postprocess import keep_largest_component
+
+        arr = keep_largest_component(arr, sorted(keep))
+    if min_island_mm3 > 0:
+        from MedAILib.tasks.segmentation.postprocess import remove_small_islands
+
+        arr = remove_small_islands(arr, int(np.ceil(min_island_mm3 / float(np.prod(labelmap.spacing)))))
+    labelmap.array = arr
+    labelmap.metadata.update(model=bundle.name, fast=bool(getattr(bundle, "fast", False)))
+    progress.update(1.0, "done")
+    progress.log = _orig_log
+    return SegmentResult(labelmap, time.monotonic() - t0, dev.type, warnings, messages)
+
+
+def _align_inputs(volumes, assume_aligned: bool, progress: Progress) -> list:
+    try:
+        from MedAILib.tasks.registration.align import align_inputs
+    except ImportError:  # fusion not installed: to_model_space still resamples by world coordinates
+        return volumes
+    aligned, record = align_inputs(volumes, assume_aligned=assume_aligned)
+    for r in record[1:]:
+        if not str(r.get("action", "")).startswith("none"):
+            progress.log(f"input {r['input']} ({r.get('source') or 'image'}) was on another grid: {r['action']}")
+    return aligned
+
+
+def _memory_check(bundle, volume: Volume, dev, progress: Progress) -> None:
+    """Say before running when the expected memory will not fit, and what to do (never blocks the run:
+    the OOM fall-back in :mod:`.inference` still applies)."""
+    try:
+        from MedAILib.runtime.memory import clearly_fits, estimate_for_bundle
+
+        if clearly_fits(bundle, volume, device=str(dev)):
+            return
+        est = estimate_for_bundle(bundle, volume, device=str(dev))
+    except Exception as e:  # noqa: BLE001 - an estimate must never break a segmentation
+        log.debug("memory estimate unavailable: %s", e)
+        return
+    log.info("%s", est.summary())
+    if not est.fits:
+        progress.log("warning: " + est.summary())
+
+
+def input_spec(bundle) -> dict:
+    """What the model expects, for input validation (:mod:`MedAILib.runtime.validation`)."""
+    entry = getattr(bundle, "entry", None)
+    spec = {"model": bundle.name, "input_names": bundle.input_names, "input_count": len(bundle.input_names),
+            "n_inputs": len(bundle.input_names)}
+    if entry is not None:
+        spec.update(entry.input_spec(), model=bundle.name)
+    else:
+        ins = bundle.metadata.get("network_data_format", {}).get("inputs", {})
+        mod = next(iter(ins.values()), {}).get("modality") if ins else None
+        spec["modalities"] = [mod] * spec["input_count"] if mod else []
+    return spec
+
+
+def validate_inputs(volumes, bundle) -> list:
+    """Run MedAILib.runtime.validation.check_inputs when it exists (raises InputError; returns warnings)."""
+    spec = input_spec(bundle)
+    if len(volumes) != spec["input_count"]:
+        raise InputError(f"model {bundle.name} needs {spec['input_count']} input image(s) "
+                         f"({', '.join(spec['input_names'])}), got {len(volumes)}",
+                         "give one image per model input, in that order")
+    try:
+        from MedAILib.runtime.validation import check_inputs
+    except ImportError:
+        log.debug("MedAILib.runtime.validation not available; skipping detailed input checks")
+        return []
+    return list(check_inputs(volumes, spec) or [])

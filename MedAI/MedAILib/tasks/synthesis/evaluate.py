@@ -1,0 +1,32 @@
+"""Score a synthesised volume against the real target, the way the model card reports it."""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from MedAILib.io import to_sitk
+from MedAILib.tasks.synthesis.metrics import image_metrics
+from MedAILib.core.volume import Volume
+from MedAILib.tasks.synthesis.preprocess import head_mask, normalise
+
+
+def reference_on_grid(reference: Volume, grid: Volume) -> np.ndarray:
+    """The reference's array on ``grid`` (resampled by physical position when the grids differ)."""
+    if reference.same_grid(grid):
+        return np.asarray(reference.array, np.float32)
+    ref = to_sitk(Volume(np.zeros(grid.shape[:3], np.float32), grid.ijk_to_ras))
+    out = sitk.Resample(sitk.Cast(to_sitk(reference), sitk.sitkFloat32), ref, sitk.Transform(), sitk.sitkLinear, 0.0)
+    return sitk.GetArrayFromImage(out)
+
+
+def score(pred: Volume, reference: Volume, source: Volume, target_norm: dict, mask: np.ndarray = None) -> dict:
+    """MAE/PSNR/SSIM of ``pred`` against ``reference`` inside the source's head mask.
+
+    The reference is brought into the prediction's units with the same normalisation the model was
+    trained with (z-score in the source's head mask for MR; unchanged HU for CT).
+    """
+    mask = head_mask(source) if mask is None else mask
+    ref = reference_on_grid(reference, pred)
+    ref_n = normalise(ref, mask, target_norm) if target_norm.get("type", "zscore_mask") == "zscore_mask" else ref
+    return image_metrics(pred.array, ref_n, mask)

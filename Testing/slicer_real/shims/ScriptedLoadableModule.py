@@ -1,0 +1,128 @@
+"""slicer.ScriptedLoadableModule without Qt, behaving as Slicer's Base/Python/slicer/ScriptedLoadableModule.py.
+
+Module, Logic and Test classes do what Slicer's do (parameter-node singleton, selfTests
+registration, messageDelay handling). The Widget class cannot be built: it needs a Qt parent.
+"""
+
+import importlib
+import logging
+import os
+import unittest
+
+import qt  # noqa: F401  (Slicer's module imports these too; here they are the harness shims)
+import ctk  # noqa: F401
+import vtk  # noqa: F401
+
+import slicer
+
+__all__ = ["ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
+           "ScriptedLoadableModuleTest"]
+
+
+class ScriptedLoadableModule:
+    def __init__(self, parent):
+        super().__init__()
+        self.parent = parent
+        self.moduleName = self.__class__.__name__
+        parent.title = ""
+        parent.categories = []
+        parent.dependencies = []
+        parent.contributors = ["(template authors)"]
+        parent.helpText = "This module was created from a template and the help section has not yet been updated."
+        parent.acknowledgementText = "This work is supported by NA-MIC, NAC, BIRN, NCIGT, and the Slicer Community."
+        moduleDir = os.path.dirname(self.parent.path)
+        for ext in (".svg", ".png"):
+            iconPath = os.path.join(moduleDir, "Resources/Icons", self.moduleName + ext)
+            if os.path.isfile(iconPath):
+                parent.icon = qt.QIcon(iconPath)
+                break
+        if not hasattr(slicer, "selfTests"):
+            slicer.selfTests = {}
+        slicer.selfTests[self.moduleName] = self.runTest
+
+    def resourcePath(self, filename):
+        return os.path.join(os.path.dirname(self.parent.path), "Resources", filename)
+
+    def getDefaultModuleDocumentationLink(self, docPage=None):
+        url = slicer.app.documentationBaseUrl + docPage if docPage else slicer.app.moduleDocumentationUrl(self.moduleName)
+        return f'<p>For more information see the <a href="{url}">online documentation</a>.</p>'
+
+    def runTest(self, msec=100, **kwargs):
+        module = importlib.import_module(self.__module__)
+        className = self.moduleName + "Test"
+        try:
+            TestCaseClass = getattr(module, className)
+        except AttributeError:
+            raise AssertionError(f"Test case class not found: {self.__module__}.{className} ")
+        testCase = TestCaseClass()
+        testCase.messageDelay = msec
+        testCase.runTest(**kwargs)
+
+
+class ScriptedLoadableModuleWidget:
+    def __init__(self, parent=None):
+        # Slicer builds a qMRMLWidget here (or uses the Qt parent); there is no Qt in this harness.
+        raise NotImplementedError("slicer_real: ScriptedLoadableModuleWidget needs Qt; test the Logic instead")
+
+
+class ScriptedLoadableModuleLogic:
+    def __init__(self, parent=None):
+        super().__init__()
+        self.moduleName = self.__class__.__name__
+        if self.moduleName.endswith("Logic"):
+            self.moduleName = self.moduleName[:-5]
+        self.isSingletonParameterNode = True
+
+    def getParameterNode(self):
+        if self.isSingletonParameterNode:
+            parameterNode = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+            if parameterNode:
+                if parameterNode.GetAttribute("ModuleName") != self.moduleName:
+                    parameterNode.SetAttribute("ModuleName", self.moduleName)
+                return parameterNode
+        else:
+            for parameterNode in self.getAllParameterNodes():
+                return parameterNode
+        return slicer.mrmlScene.AddNode(self.createParameterNode())
+
+    def getAllParameterNodes(self):
+        scene = slicer.mrmlScene
+        nodes = (scene.GetNthNodeByClass(i, "vtkMRMLScriptedModuleNode")
+                 for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode")))
+        return [n for n in nodes if n.GetAttribute("ModuleName") == self.moduleName]
+
+    def createParameterNode(self):
+        if slicer.mrmlScene is None:
+            return
+        node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+        node.UnRegister(None)  # owned by the Python variable now (as in Slicer)
+        if self.isSingletonParameterNode:
+            node.SetSingletonTag(self.moduleName)
+        node.SetAttribute("ModuleName", self.moduleName)
+        node.SetName(slicer.mrmlScene.GenerateUniqueName(self.moduleName))
+        return node
+
+
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        super(unittest.TestCase, self).__init__()
+        self.enableScreenshots = False
+        self.screenshotScaleFactor = 1.0
+
+    def delayDisplay(self, message, requestedDelay=None, msec=None):
+        if hasattr(self, "messageDelay"):
+            msec = self.messageDelay
+        if msec is None:
+            msec = requestedDelay
+        if msec is None:
+            msec = 100
+        slicer.util.delayDisplay(message, msec)  # < 400 ms: logs and processEvents(), no popup
+
+    def takeScreenshot(self, name, description, type=-1):
+        self.delayDisplay(description)
+        if self.enableScreenshots:
+            raise NotImplementedError("slicer_real: no layout manager to grab (use harness.render_slice_png)")
+
+    def runTest(self):
+        logging.warning("No test is defined in " + self.__class__.__name__)
