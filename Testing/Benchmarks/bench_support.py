@@ -114,7 +114,7 @@ def _shipped_network_def():
     cfg = SHIPPED / "configs" / "inference.json"
     if (SHIPPED / "models" / "model.pt").exists() and cfg.exists():
         return json.loads(cfg.read_text())["network_def"], "shipped"
-    from MedAILib.tasks import segmentation as seg
+    from MedAILib.tasks.segmentation import trainer as seg
 
     try:
         return seg.network_def("dynunet"), "random"
@@ -138,7 +138,7 @@ def make_bench_bundle(folder, kind: str = "shipped") -> dict:
     folder = Path(folder)
     notes = []
     if kind == "shipped":
-        from MedAILib.tasks import segmentation as seg
+        from MedAILib.tasks.segmentation import trainer as seg
 
         net_def, weights = _shipped_network_def()
         bf.make_bundle(folder, network_def=net_def, seed=0)  # writes metadata + random weights

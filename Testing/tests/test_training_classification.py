@@ -10,7 +10,7 @@ import torch
 from MedAILib.core.paths import REPO_ROOT
 from MedAILib.core.errors import InputError
 from MedAILib.tasks.classification.metrics import classification_metrics, format_metrics
-from MedAILib.tasks import classification as tc
+from MedAILib.tasks.classification import trainer as tc
 
 BUNDLE = REPO_ROOT / "MedAI" / "MedAILib" / "resources" / "Models" / "adrenal_classifier"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from MedAILib.tasks import segmentation as seg
+from MedAILib.tasks.segmentation import trainer as seg
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "MedAI" / "MedAILib" / "resources" / "Models" / "hippocampus_unet"
