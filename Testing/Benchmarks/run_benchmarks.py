@@ -101,7 +101,8 @@ def section_overhead(ctx: Context) -> dict:
     from MedAILib.runtime.inferer import run_inferer
     from MedAILib.io import read_image, write_segmentation
     from MedAILib.core.progress import Progress
-    from MedAILib.tasks.segmentation.pipeline import _postprocess, labels_to_volume, to_model_space
+    from MedAILib.runtime.model_space import to_model_space
+    from MedAILib.tasks.segmentation.pipeline import _postprocess, labels_to_volume
 
     folder, info = ctx.bundle("shipped")
     t = time.perf_counter()
@@ -375,7 +376,7 @@ def section_gpu(ctx: Context) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device on this machine (torch.cuda.is_available() is False)"}
     from MedAILib.runtime.inferer import run_inferer
-    from MedAILib.tasks.segmentation.pipeline import to_model_space
+    from MedAILib.runtime.model_space import to_model_space
 
     folder, info = ctx.bundle("segresnet")
     bundle = bs.load_bench_bundle(folder)

@@ -42,7 +42,7 @@ def small_bundle(tmp_path, monkeypatch):
 
 
 def _image(bundle):
-    from MedAILib.tasks.segmentation.pipeline import to_model_space
+    from MedAILib.runtime.model_space import to_model_space
 
     rng = np.random.default_rng(1)
     arr = rng.normal(100, 30, size=(40, 36, 44)).astype(np.float32)
@@ -114,7 +114,8 @@ def test_segmentation_identical_with_and_without_fast_argmax(small_bundle, monke
 
 
 def test_postprocess_releasing_logits_gives_identical_labels(small_bundle):
-    from MedAILib.tasks.segmentation.pipeline import _postprocess, to_model_space
+    from MedAILib.runtime.model_space import to_model_space
+    from MedAILib.tasks.segmentation.pipeline import _postprocess
 
     rng = np.random.default_rng(6)
     vol = Volume(rng.normal(0, 1, size=(26, 30, 34)).astype(np.float32), np.diag([1.3, 0.7, 1.1, 1.0]))
@@ -233,7 +234,8 @@ def test_releasing_model_space_voxels_before_postprocessing_gives_identical_labe
 def test_image_voxels_kept_when_postprocessing_reads_them(small_bundle):
     from monai.transforms import Compose, CopyItemsd
 
-    from MedAILib.tasks.segmentation.pipeline import release_image_voxels, to_model_space
+    from MedAILib.runtime.model_space import to_model_space
+    from MedAILib.tasks.segmentation.pipeline import release_image_voxels
 
     data = to_model_space([Volume(np.ones((8, 9, 10), np.float32), np.eye(4))], small_bundle)
     released = release_image_voxels(data, small_bundle)["image"]

@@ -15,7 +15,8 @@ from MedAILib.models import load_bundle, trust
 from MedAILib.core.errors import Cancelled, InputError
 from MedAILib.runtime.inferer import fallback_plan, run_inferer
 from MedAILib.core.progress import CancelToken, Progress
-from MedAILib.tasks.segmentation.pipeline import from_model_space, labels_from_model_space, segment, to_model_space
+from MedAILib.runtime.model_space import from_model_space, labels_from_model_space, to_model_space
+from MedAILib.tasks.segmentation.pipeline import segment
 from MedAILib.core.volume import Volume
 
 

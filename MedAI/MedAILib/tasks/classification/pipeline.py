@@ -157,17 +157,6 @@ class ModelInput:
     region: dict
 
 
-def _resample(src: Volume, reference: Volume, linear: bool = True, default: float = 0.0) -> np.ndarray:
-    import SimpleITK as sitk
-
-    from MedAILib.io import to_sitk
-
-    img = to_sitk(src.with_array(src.array.astype(np.float32)))
-    out = sitk.Resample(img, to_sitk(reference.with_array(np.zeros(reference.shape, np.float32))), sitk.Transform(),
-                        sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, float(default), sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)  # KJI
-
-
 def mask_model_grid(volume: Volume, mask: np.ndarray, recipe: dict) -> Volume:
     """The model's grid for a mask recipe: ``resize`` voxels spanning ``crop_size_mm`` along the
     input's own IJK axes, centred on the mask's centroid (physical)."""
@@ -201,8 +190,10 @@ def prepare_mask_recipe(volume: Volume, mask: Optional[np.ndarray], recipe: dict
         mask = volume.array > 0
     if not mask.any():
         raise InputError("the mask is empty", "draw or choose a non-empty segment")
+    from MedAILib.runtime.resample import resample_array
+
     grid = mask_model_grid(volume, mask, recipe)
-    arr = _resample(volume.with_array(mask.astype(np.float32)), grid, linear=recipe.get("interpolation") != "nearest")
+    arr = resample_array(volume.with_array(mask.astype(np.float32)), grid, linear=recipe.get("interpolation") != "nearest")
     arr = (arr >= float(recipe.get("binarize_threshold", 0.5))).astype(np.float32)
     if not arr.any():
         raise InputError("the mask vanished when resampled to the model grid (too small?)",
@@ -210,7 +201,7 @@ def prepare_mask_recipe(volume: Volume, mask: Optional[np.ndarray], recipe: dict
     x = torch.from_numpy(np.ascontiguousarray(arr))[None, None]
 
     def back(heat: np.ndarray) -> np.ndarray:
-        return _resample(grid.with_array(np.asarray(heat, np.float32)), volume, linear=True, default=0.0)
+        return resample_array(grid.with_array(np.asarray(heat, np.float32)), volume, linear=True)
 
     centre = grid.ijk_to_ras_points(((np.array(grid.size_ijk) - 1) / 2.0)[None])[0]
     region = {"kind": "mask", "centre_ras": [round(float(c), 3) for c in centre],
@@ -235,7 +226,7 @@ def prepare_bundle_preprocessing(volume: Volume, mask: Optional[np.ndarray], bun
     """Crop to the region (+ margin), then the bundle's own preprocessing; back through Invertd."""
     import torch
 
-    from MedAILib.tasks.segmentation.pipeline import from_model_space, to_model_space
+    from MedAILib.runtime.model_space import from_model_space, to_model_space
 
     (k0, k1), (j0, j1), (i0, i1) = crop_box(volume, mask, margin_mm)
     m = volume.ijk_to_ras.copy()

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from MedAILib.core.errors import InputError
 from MedAILib.io import to_sitk
 from MedAILib.core.volume import Volume
-from MedAILib.tasks.registration.registration import resample_to
+from MedAILib.runtime.resample import resample_to
 
 METHODS = ("mean", "weighted", "vote", "staple")
 UNCERTAINTIES = ("entropy", "disagreement")

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 from MedAILib.core.errors import InputError
 from MedAILib.core.progress import Progress
 from MedAILib.core.volume import Volume
+from MedAILib.runtime.resample import resample_to
 from MedAILib.tasks.registration import registration
 
 
@@ -52,7 +53,7 @@ def align_inputs(volumes: Sequence[Volume], assume_aligned: bool = False, regist
             aligned.append(v)
         elif assume_aligned or not register or v.is_labelmap:
             entry["action"] = "resampled by world coordinates"
-            aligned.append(registration.resample_to(v, ref, "nearest" if v.is_labelmap else "linear"))
+            aligned.append(resample_to(v, ref, "nearest" if v.is_labelmap else "linear"))
         else:
             if progress is not None:
                 k = todo.index(i)

@@ -1,7 +1,7 @@
 """Visual fusion of two aligned volumes: alpha blend, checkerboard, colour overlay, and PNG snapshots.
 
 All functions take two Volumes; when their grids differ the second is resampled onto the first by
-world coordinates (:func:`registration.resample_to`), so register first if the frames differ.
+world coordinates (:func:`MedAILib.runtime.resample.resample_to`), so register first if the frames differ.
 Intensities are windowed to [0, 1] per volume (1st..99th percentile) so that contrasts with very
 different units (T2 vs DWI, MR vs CT) blend visibly.
 """
@@ -18,7 +18,7 @@ from MedAILib.core.atomic import atomic_output
 from MedAILib.core.errors import InputError
 from MedAILib.io import from_sitk, to_sitk
 from MedAILib.core.volume import Volume
-from MedAILib.tasks.registration.registration import resample_to
+from MedAILib.runtime.resample import resample_to
 
 # Colour maps for overlays: value 0..1 -> RGB 0..1 (small, dependency-free ramps).
 _COLORMAPS = {

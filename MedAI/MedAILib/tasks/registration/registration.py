@@ -35,18 +35,13 @@ import SimpleITK as sitk
 from MedAILib.core import geometry
 from MedAILib.core.atomic import atomic_output, full_suffix
 from MedAILib.core.errors import Cancelled, InputError
-from MedAILib.io import from_sitk, to_sitk
+from MedAILib.io import to_sitk
 from MedAILib.core.progress import Progress
 from MedAILib.core.volume import Volume
+from MedAILib.runtime.resample import INTERPOLATORS, resample_to  # noqa: F401  (resample_to: results on the fixed grid)
 
 TRANSFORM_TYPES = ("rigid", "affine", "bspline")
 INIT_MODES = ("auto", "world", "geometry", "moments")
-INTERPOLATORS = {
-    "linear": sitk.sitkLinear,
-    "nearest": sitk.sitkNearestNeighbor,
-    "bspline": sitk.sitkBSpline,
-    "label": sitk.sitkNearestNeighbor,
-}
 TRANSFORM_SUFFIXES = (".tfm", ".txt", ".h5", ".hdf5", ".mat")
 
 # 4x4 conjugation by the LPS<->RAS flip, taken from geometry (the one place that defines it):
@@ -229,49 +224,6 @@ def read_transform(path) -> sitk.Transform:
     return t.Downcast() if hasattr(t, "Downcast") else t
 
 
-# ------------------------------------------------------------------------------------------------
-# resampling
-# ------------------------------------------------------------------------------------------------
-def _grid_image(reference: Volume) -> sitk.Image:
-    """An empty image carrying only the reference grid (cheap to build; Resample reads geometry only)."""
-    img = sitk.Image([int(s) for s in reference.size_ijk], sitk.sitkUInt8)
-    spacing, origin, direction = geometry.lps_from_ijk_to_ras(reference.ijk_to_ras)
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetOrigin([float(o) for o in origin])
-    img.SetDirection([float(d) for d in direction.reshape(-1)])
-    return img
-
-
-def resample_to(volume: Volume, reference: Volume, interpolator: str = "linear",
-                transform: Optional[sitk.Transform] = None, default_value: float = 0.0) -> Volume:
-    """``volume`` resampled onto ``reference``'s grid.
-
-    Without ``transform`` this aligns by world coordinates only (what to do when both images come
-    from one scanner session). With one, ``transform`` maps reference (fixed) points to ``volume``
-    (moving) points — the convention of :func:`register`. Labelmaps use nearest neighbour and keep
-    their label table.
-    """
-    if volume.is_labelmap and interpolator not in ("nearest", "label"):
-        interpolator = "nearest"
-    if interpolator not in INTERPOLATORS:
-        raise InputError(f"unknown interpolator {interpolator!r}", f"use one of {', '.join(INTERPOLATORS)}")
-    image = to_sitk(volume)
-    # Interpolated values of an integer image are fractional: letting ITK cast them back to int16
-    # truncates (off-by-one voxels), so interpolate in float32 and round to the input's type.
-    exact = interpolator in ("nearest", "label") or np.issubdtype(volume.array.dtype, np.floating)
-    pixel = image.GetPixelID() if exact else sitk.sitkFloat32
-    out = sitk.Resample(image, _grid_image(reference), transform or sitk.Transform(3, sitk.sitkIdentity),
-                        INTERPOLATORS[interpolator], float(default_value), pixel)
-    result = from_sitk(out)
-    if not exact:
-        info = np.iinfo(volume.array.dtype) if np.issubdtype(volume.array.dtype, np.integer) else None
-        rounded = np.rint(result.array)
-        if info is not None:
-            rounded = np.clip(rounded, info.min, info.max)
-        result.array = rounded.astype(volume.array.dtype)
-    meta = dict(volume.metadata)
-    meta["resampled_to"] = reference.metadata.get("source", "reference grid")
-    return Volume(result.array, reference.ijk_to_ras.copy(), volume.labels, meta)
 
 
 # ------------------------------------------------------------------------------------------------

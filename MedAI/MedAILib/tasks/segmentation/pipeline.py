@@ -1,19 +1,12 @@
 """Segmentation: input Volume(s) -> the bundle's model space -> inference -> post-processing ->
 labelmap on the input's exact grid, with the catalogue's label table.
 
-``to_model_space`` / ``from_model_space`` are the one pair of functions that move data into a
-model's space and back. They apply the bundle's own preprocessing (orientation, spacing, intensity,
-crop/pad: everything but file loading) to a MONAI ``MetaTensor`` built from the Volume, and undo its
-geometric part with MONAI's recorded inverse (``Invertd``), so the way back is exact.
-
-Geometry note: MONAI/nibabel affines map the *IJK* index to RAS, while Volume arrays are KJI, so
-arrays are transposed to IJK on the way in and back to KJI on the way out (no axis flips: the
-affine is the Volume's own IJK->RAS).
+Into the model's space and back: :mod:`MedAILib.runtime.model_space` (the bundle's own
+preprocessing forward, MONAI's recorded inverse back).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -25,6 +18,7 @@ import torch
 from MedAILib.core.errors import InputError, ModelError
 from MedAILib.core.progress import CancelToken, Progress
 from MedAILib.core.volume import Volume
+from MedAILib.runtime.model_space import as_model_output, labels_from_model_space, to_model_space
 
 log = logging.getLogger(__name__)
 
@@ -38,100 +32,7 @@ class SegmentResult:
     log: list
 
 
-# --- into model space and back ---------------------------------------------------------------
-
-def _loader_free(compose):
-    """The bundle's preprocessing Compose without file loading (MedAI hands over arrays itself)."""
-    from monai.transforms import Compose
-
-    from MedAILib.models.bundle import IO_TRANSFORMS
-
-    return Compose([t for t in compose.transforms if type(t).__name__ not in IO_TRANSFORMS])
-
-
-def _align_to(volume: Volume, reference: Volume) -> Volume:
-    """Resample ``volume`` onto ``reference``'s grid (linear) when a multi-input model needs one grid."""
-    import SimpleITK as sitk
-
-    from MedAILib.io import from_sitk, to_sitk
-
-    out = sitk.Resample(to_sitk(volume.with_array(volume.array.astype(np.float32))), to_sitk(reference),
-                        sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return from_sitk(out)
-
-
-def metatensor_from_volumes(volumes: Sequence[Volume]):
-    """A MONAI MetaTensor as ``LoadImaged`` would give it: IJK order, affine = IJK->RAS, channel info."""
-    from monai.data import MetaTensor
-
-    ref = volumes[0]
-    arrays = [np.ascontiguousarray(v.array.transpose(2, 1, 0), dtype=np.float32) for v in volumes]  # KJI -> IJK
-    affine = torch.as_tensor(ref.ijk_to_ras, dtype=torch.float64)
-    meta = {"affine": affine.clone(), "original_affine": affine.clone(), "space": "RAS",
-            "spatial_shape": np.asarray(arrays[0].shape), "filename_or_obj": str(ref.metadata.get("source", "volume"))}
-    if len(arrays) == 1:
-        data, meta["original_channel_dim"] = arrays[0], "no_channel"
-    else:
-        data, meta["original_channel_dim"] = np.stack(arrays), 0
-    return MetaTensor(torch.from_numpy(data), meta=meta)
-
-
-def _as_model_output(pred, image):
-    """Wrap a network output as a MetaTensor carrying the model-space image's meta and transform trace
-    (what MONAI's own workflow hands to the post-processing), so Invertd can undo the preprocessing."""
-    from monai.data import MetaTensor
-
-    pred = pred.as_tensor() if isinstance(pred, MetaTensor) else torch.as_tensor(pred)
-    return MetaTensor(pred, meta=copy.deepcopy(image.meta), applied_operations=copy.deepcopy(image.applied_operations))
-
-
-def to_model_space(volumes: Sequence[Volume], bundle) -> dict:
-    """Apply the bundle's preprocessing (minus loading) -> ``{"image": MetaTensor (C, *spatial)}``."""
-    volumes = list(volumes)
-    for i, v in enumerate(volumes[1:], start=1):
-        if not v.same_grid(volumes[0]):
-            log.info("input %d is on a different grid; resampling it onto input 0", i)
-            volumes[i] = _align_to(v, volumes[0])
-    pre = _loader_free(bundle.preprocessing)
-    data = pre({"image": metatensor_from_volumes(volumes)})
-    return data
-
-
-def from_model_space(pred, data: dict, bundle, nearest: bool = False) -> torch.Tensor:
-    """Undo the preprocessing's geometry on ``pred`` (C, *model spatial) -> (C, *input IJK) tensor.
-
-    Uses MONAI's recorded inverse of exactly the transforms that were applied (``Invertd``).
-    ``nearest`` for label values; interpolation (the transforms' own mode) for probabilities.
-    """
-    from monai.transforms import Invertd
-
-    inv = Invertd(keys="pred", transform=bundle.preprocessing, orig_keys="image", nearest_interp=nearest,
-                  to_tensor=True)
-    out = inv({"image": data["image"], "pred": _as_model_output(pred, data["image"])})["pred"]
-    return out.as_tensor() if hasattr(out, "as_tensor") else torch.as_tensor(out)
-
-
-# One-hot inversion holds one float per class and voxel; above this, label values go back by nearest.
-ONEHOT_LIMIT_BYTES = 1 << 30
-
-
-def labels_from_model_space(labels, data: dict, bundle, n_classes: Optional[int] = None) -> torch.Tensor:
-    """Label values (1, *model spatial) -> (1, *input IJK) label values.
-
-    Each label's one-hot mask is resampled with the preprocessing's interpolation and the most
-    likely label is kept (how Model Zoo bundles return to the input grid: Invertd before argmax);
-    this keeps shapes far better than nearest neighbour. Very many classes fall back to nearest.
-    """
-    labels = torch.as_tensor(labels.as_tensor() if hasattr(labels, "as_tensor") else labels).long()
-    n = int(n_classes or int(labels.max()) + 1)
-    orig_voxels = int(np.prod(data["image"].meta.get("spatial_shape", labels.shape[1:])))
-    if n * max(orig_voxels, int(np.prod(labels.shape[1:]))) * 4 > ONEHOT_LIMIT_BYTES:
-        return from_model_space(labels.float(), data, bundle, nearest=True).round().long()
-    onehot = torch.nn.functional.one_hot(labels[0], n).permute(3, 0, 1, 2).float()
-    from MedAILib.runtime.argmax import channel_argmax
-
-    return channel_argmax(from_model_space(onehot, data, bundle, nearest=False))
-
+# --- the result on the input grid ----------------------------------------------------------------
 
 def labels_to_volume(labels_ijk: torch.Tensor, reference: Volume, label_infos) -> Volume:
     arr = np.asarray(labels_ijk.detach().cpu())
@@ -197,7 +98,7 @@ def _postprocess(bundle, data: dict, logits) -> torch.Tensor:
     if isinstance(logits, list):
         logits = logits.pop()
     n_classes = int(logits.shape[0])
-    d = {"image": data["image"], "pred": _as_model_output(logits, data["image"])}
+    d = {"image": data["image"], "pred": as_model_output(logits, data["image"])}
     del logits
     for t in steps:
         d = apply_transform(t, d, map_items=True, unpack_items=False)
@@ -283,10 +184,8 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
 
 
 def _align_inputs(volumes, assume_aligned: bool, progress: Progress) -> list:
-    try:
-        from MedAILib.tasks.registration.align import align_inputs
-    except ImportError:  # fusion not installed: to_model_space still resamples by world coordinates
-        return volumes
+    from MedAILib.tasks.registration.align import align_inputs
+
     aligned, record = align_inputs(volumes, assume_aligned=assume_aligned)
     for r in record[1:]:
         if not str(r.get("action", "")).startswith("none"):

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import SimpleITK as sitk
 
-from MedAILib.io import to_sitk
 from MedAILib.tasks.synthesis.metrics import image_metrics
 from MedAILib.core.volume import Volume
+from MedAILib.runtime.resample import resample_array
 from MedAILib.tasks.synthesis.preprocess import head_mask, normalise
 
 
 def reference_on_grid(reference: Volume, grid: Volume) -> np.ndarray:
     """The reference's array on ``grid`` (resampled by physical position when the grids differ)."""
-    if reference.same_grid(grid):
-        return np.asarray(reference.array, np.float32)
-    ref = to_sitk(Volume(np.zeros(grid.shape[:3], np.float32), grid.ijk_to_ras))
-    out = sitk.Resample(sitk.Cast(to_sitk(reference), sitk.sitkFloat32), ref, sitk.Transform(), sitk.sitkLinear, 0.0)
-    return sitk.GetArrayFromImage(out)
+    return resample_array(reference, grid)
 
 
 def score(pred: Volume, reference: Volume, source: Volume, target_norm: dict, mask: np.ndarray = None) -> dict:

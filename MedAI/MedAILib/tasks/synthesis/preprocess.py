@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from MedAILib.io import from_sitk, to_sitk
 from MedAILib.core.volume import Volume
+from MedAILib.runtime.resample import resample_to
 
 
 def to_model_grid(volume: Volume, pixel_mm: float) -> sitk.Image:
@@ -43,10 +44,8 @@ def to_model_grid(volume: Volume, pixel_mm: float) -> sitk.Image:
 
 
 def from_model_grid(image: sitk.Image, reference: Volume, default_value: float = 0.0) -> np.ndarray:
-    """Resample a model-space image onto ``reference``'s grid; returns the KJI array (float32)."""
-    ref = to_sitk(Volume(np.zeros(reference.shape[:3], np.float32), reference.ijk_to_ras))
-    out = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, float(default_value), sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
+    """A model-space image on ``reference``'s grid (KJI float32 array), through the one resampler."""
+    return resample_to(from_sitk(image), reference, "linear", default_value=default_value, float32=True).array
 
 
 def head_mask_array(array: np.ndarray) -> np.ndarray:
