@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from MedAILib.core.errors import ModelError
+from MedAILib.core.names import check_name
 
 
 def register(sub) -> None:
@@ -60,11 +61,18 @@ def run(args) -> int:
         return 2
     if cmd == "trust":
         digest = trust.trust(args.path)
-        print(f"trusted {Path(args.path).resolve()} (configs sha256 {digest[:12]}...); "
-              f"editing its configs or scripts makes it untrusted again")
+        if trust.last_set_aside:
+            print(f"note: the damaged trust record file was set aside as {trust.last_set_aside}; "
+                  "bundles trusted in it must be trusted again", file=sys.stderr)
+        print(f"trusted {Path(args.path).resolve()} (bundle sha256 {digest[:12]}...); "
+              f"editing any of its files other than weights makes it untrusted again")
         return 0
     if cmd == "add":
         from MedAILib.models import modelzoo
+
+        if args.model_id is not None:  # before anything is read, copied or deleted
+            check_name(args.model_id, "model id (--id)", ModelError,
+                       "give --id a plain name of letters, digits, '-', '_' and '.', e.g. --id my_model")
 
         def _dl(entry, folder):
             algorithm, value = modelzoo.expected_checksum(entry)

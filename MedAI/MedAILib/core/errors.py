@@ -11,6 +11,9 @@ class MedAIError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, hint: str = ""):
+        from MedAILib.core.redact import redact  # every message and hint, before anyone can print it
+
+        message, hint = redact(message), redact(hint or "")
         super().__init__(message)
         self.message = message
         self.hint = hint

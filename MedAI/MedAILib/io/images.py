@@ -16,8 +16,10 @@ import SimpleITK as sitk
 
 from MedAILib.core import geometry
 from MedAILib.core.atomic import atomic_output, full_suffix
-from MedAILib.core.errors import InputError
+from MedAILib.core.causes import error_from_memory, error_from_os
+from MedAILib.core.errors import InputError, MedAIError
 from MedAILib.core.volume import Volume
+from MedAILib.io.diagnose import check_readable, diagnose_unreadable
 
 SUPPORTED_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".seg.nrrd")
 
@@ -129,18 +131,22 @@ def _check_nifti_complete(path: Path) -> None:
         )
 
 
-def _check_fits_in_memory(path: Path) -> None:
-    """Read the header only and refuse an image larger than this computer's RAM before ITK allocates it."""
+def check_header_size(path: Path) -> None:
+    """Read the header only (SimpleITK ``ReadImageInformation``) and refuse, before anything is
+    allocated, an image over MedAI's size limits (:mod:`MedAILib.core.limits`) or this computer's RAM."""
+    from MedAILib.core.limits import check_image_size
     from MedAILib.runtime.validation import physical_memory_bytes
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
-        bytes_per_voxel = sitk.Image([1, 1], reader.GetPixelID()).GetSizeOfPixelComponent()
+        with quiet_native_stderr():
+            reader.ReadImageInformation()
+        bytes_per_voxel = sitk.Image([1] * 2, reader.GetPixelID()).GetSizeOfPixelComponent()
     except RuntimeError:
         return  # unreadable header: the full read below reports it
     size = reader.GetSize()
+    check_image_size(path.name, size, reader.GetNumberOfComponents() * bytes_per_voxel)
     need = int(np.prod(size, dtype=np.float64)) * reader.GetNumberOfComponents() * bytes_per_voxel
     have = physical_memory_bytes()
     if have and need > have:
@@ -156,10 +162,19 @@ def _check_exists(path: Path) -> None:
         raise InputError(f"{path} does not exist", "check the path (and that the drive or share is mounted)")
 
 
+# kept for callers of the old name
+_check_fits_in_memory = check_header_size
+
+
 def read_image(path, series_uid: str = None) -> Volume:
-    """Read a 3D image file or a DICOM folder (largest series, or ``series_uid``) as a Volume."""
+    """Read a 3D image file or a DICOM folder (largest series, or ``series_uid``) as a Volume.
+
+    Every failure is one InputError naming the file and its cause: missing, permission denied,
+    empty, too large (limits checked from the header before allocation), wrong format for its
+    extension, truncated, or corrupt (:mod:`MedAILib.io.diagnose`)."""
     path = Path(path)
     _check_exists(path)
+    check_readable(path)
     if path.is_dir():
         from MedAILib.io.dicom import read_dicom_series
 
@@ -170,26 +185,39 @@ def read_image(path, series_uid: str = None) -> Volume:
         return read_segmentation(path)
     if path.stat().st_size == 0:
         raise InputError(f"{path.name} is empty (0 bytes)", "the file was not written completely; export it again")
+    check_header_size(path)
     if full_suffix(path).lower() in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
-    _check_fits_in_memory(path)
     try:
         with quiet_native_stderr():
             image = sitk.ReadImage(str(path))
+        volume = from_sitk(image, source=str(path))
+        if full_suffix(path).lower() in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.floating):
+            _restore_nifti_non_finite(path, volume)
+    except MemoryError:
+        raise error_from_memory(path.name) from None
     except RuntimeError as e:
+        if _is_allocation_failure(e):
+            raise error_from_memory(path.name, itk_reason(e)) from None
         if full_suffix(path).lower() not in SUPPORTED_IMAGE_SUFFIXES and path.suffix.lower() != ".dcm":
+            wrong = diagnose_unreadable(path, e, itk_reason(e))
+            if wrong is not None and "wrong format" in wrong.message:
+                raise wrong from e
             raise InputError(
                 f"{path.name}: unsupported or unrecognised image format",
                 "use NIfTI (.nii/.nii.gz), NRRD (.nrrd/.nhdr), MetaImage (.mha/.mhd) or a DICOM folder",
             ) from e
-        raise InputError(
+        raise (diagnose_unreadable(path, e, itk_reason(e)) or InputError(
             f"{path.name} could not be read (corrupt or truncated file?)",
-            f"re-export or copy the file again; reader said: {itk_reason(e)}",
-        ) from e
-    volume = from_sitk(image, source=str(path))
-    if full_suffix(path).lower() in (".nii", ".nii.gz") and np.issubdtype(volume.array.dtype, np.floating):
-        _restore_nifti_non_finite(path, volume)
+            f"re-export or copy the file again; reader said: {itk_reason(e)}")) from e
+    except OSError as e:
+        raise error_from_os(e, path, "read") from e
     return volume
+
+
+def _is_allocation_failure(error: Exception) -> bool:
+    text = str(error).lower()
+    return any(k in text for k in ("bad_alloc", "failed to allocate", "memory allocation", "out of memory"))
 
 
 def _restore_nifti_non_finite(path: Path, volume: Volume) -> None:
@@ -220,6 +248,20 @@ def write_image(volume: Volume, path, compress: bool = True) -> Path:
     if suffix not in SUPPORTED_IMAGE_SUFFIXES:
         raise InputError(f"cannot write {path.name}: unknown format",
                          "use .nii.gz, .nii, .nrrd, .nhdr, .mha, .mhd or .seg.nrrd")
+    try:
+        return _write_image(volume, path, suffix, compress)
+    except MedAIError:
+        raise
+    except OSError as e:
+        raise error_from_os(e, path, "write") from e
+    except MemoryError:
+        from MedAILib.core.errors import OutputError
+
+        raise OutputError(f"cannot write {path.name}: this computer ran out of memory",
+                          "close other programs and run the command again") from None
+
+
+def _write_image(volume: Volume, path: Path, suffix: str, compress: bool) -> Path:
     image = to_sitk(volume)
     if suffix in (".nhdr", ".mhd"):
         # Header + separate data file named after the header: write both into a temporary folder
@@ -255,6 +297,15 @@ def write_raw_nrrd(volume: Volume, path) -> Path:
     :func:`write_image`.
     """
     path = Path(path)
+    try:
+        return _write_raw_nrrd(volume, path)
+    except MedAIError:
+        raise
+    except OSError as e:
+        raise error_from_os(e, path, "write") from e
+
+
+def _write_raw_nrrd(volume: Volume, path: Path) -> Path:
     arr = volume.array
     kind = _NRRD_TYPES.get(arr.dtype.name)
     if (arr.ndim != 3 or kind is None or not arr.flags.c_contiguous or not arr.dtype.isnative

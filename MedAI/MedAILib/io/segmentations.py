@@ -13,7 +13,8 @@ from slicerio.segmentation import terminology_entry_from_string, terminology_ent
 
 from MedAILib.core import geometry
 from MedAILib.core.atomic import atomic_output, full_suffix
-from MedAILib.core.errors import InputError
+from MedAILib.core.causes import error_from_memory, error_from_os
+from MedAILib.core.errors import InputError, MedAIError
 from MedAILib.core.volume import LabelInfo, Volume
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,23 @@ def read_segmentation(path) -> Volume:
         values = [int(v) for v in np.unique(vol.array) if v != 0]
         vol.labels = [LabelInfo(v, f"label_{v}", default_color(v)) for v in values]
         return vol
+    from MedAILib.io.diagnose import check_readable, diagnose_unreadable
+    from MedAILib.io.images import check_header_size
+
+    check_readable(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path.name} is empty (0 bytes)", "the file was not written completely; save it again")
+    if path.is_file():
+        check_header_size(path)  # limits from the NRRD header, before slicerio allocates the voxels
     try:
         seg = slicerio.read_segmentation(str(path))
+    except MemoryError:
+        raise error_from_memory(path.name) from None
     except Exception as e:  # slicerio raises IOError/ValueError/nrrd errors for bad files
-        raise InputError(f"{path.name} is not a readable segmentation file ({e})",
+        cause = diagnose_unreadable(path, e) if path.is_file() and path.stat().st_size > 0 else None
+        if cause is not None:
+            raise cause from e
+        raise InputError(f"{path.name} is not a readable segmentation file ({str(e)[:200]})",
                          "re-save it from Slicer (Segmentations > export) or check it was copied fully") from e
     voxels = np.asarray(seg["voxels"])
     segments = seg.get("segments", [])
@@ -92,6 +106,15 @@ def write_segmentation(volume: Volume, path) -> Path:
     """Write a labelmap Volume as ``.seg.nrrd`` (segments with names, colours, terminology) or as a
     plain labelmap image (.nii.gz etc.). Atomic: a partial file never appears under ``path``."""
     path = Path(path)
+    try:
+        return _write_segmentation(volume, path)
+    except MedAIError:
+        raise
+    except OSError as e:
+        raise error_from_os(e, path, "write") from e
+
+
+def _write_segmentation(volume: Volume, path: Path) -> Path:
     if not _is_seg_file(path):
         from MedAILib.io.images import write_image
 

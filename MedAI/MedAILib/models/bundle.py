@@ -214,7 +214,11 @@ class Bundle:
 
 
 def _prepare_scripts(path: Path) -> None:
-    """Model Zoo bundles import ``scripts.xxx`` from the bundle root: put it on sys.path (trusted only)."""
+    """Model Zoo bundles import ``scripts.xxx`` from the bundle root: put it on sys.path (trusted only).
+
+    Bytecode writing is switched off first: a ``__pycache__`` written into the bundle by its own run
+    would make it untrusted (compiled Python is refused, see models.trust)."""
+    sys.dont_write_bytecode = True
     if (path / "scripts").is_dir():
         for mod in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
             del sys.modules[mod]  # another bundle's scripts package must not shadow this one's

@@ -132,9 +132,29 @@ def _remember_valid(digest: str) -> None:
         pass
 
 
+def _unreadable(path: Path, why: str, origin: str) -> ModelError:
+    fix = ("fix it, or move it away to use only the shipped catalogue (`medai models add` writes a new one)"
+           if origin == "user" else "reinstall MedAI (or restore the file from the repository)")
+    return ModelError(f"model catalogue {path} {why}", fix)
+
+
 def read_catalogue_file(path: Path, origin: str) -> list:
+    path = Path(path)
     try:
-        text = Path(path).read_bytes()
+        text = path.read_bytes()
+    except IsADirectoryError:
+        raise _unreadable(path, "is a folder, not a file", origin) from None
+    except PermissionError:
+        raise _unreadable(path, "cannot be read: permission denied", origin) from None
+    except OSError as e:
+        raise _unreadable(path, f"cannot be read ({e.strerror or e})", origin) from None
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _unreadable(path, "is not a text file (random or binary bytes, not JSON)", origin) from None
+    if not text.strip():
+        raise _unreadable(path, "is empty (0 bytes of JSON)", origin)
+    try:
         doc = json.loads(text)
         # Validating the document costs ~0.1 s (idle) per run; a text already validated against this
         # schema text is not validated again (any edit of either changes the digest).
@@ -146,11 +166,13 @@ def read_catalogue_file(path: Path, origin: str) -> list:
                 raise error
             _remember_valid(digest)
     except json.JSONDecodeError as e:
-        raise ModelError(f"model catalogue {path} is not valid JSON ({e})", "fix or remove the file") from e
+        raise _unreadable(path, f"is not valid JSON ({e})", origin) from None
+    except RecursionError:
+        raise _unreadable(path, "is nested too deeply to be a catalogue", origin) from None
     except jsonschema.ValidationError as e:
         where = "/".join(str(p) for p in e.absolute_path)
-        raise ModelError(f"model catalogue {path} is invalid at {where or '(top)'}: {e.message}",
-                         "fix the entry (schema: Resources/catalogue.schema.json)") from e
+        raise ModelError(f"model catalogue {path} is invalid at {where or '(top)'}: {e.message[:300]}",
+                         "fix the entry (schema: MedAILib/resources/catalogue.schema.json)") from None
     return [CatalogueEntry(m, origin) for m in doc["models"]]
 
 
@@ -158,7 +180,7 @@ def load_catalogue() -> Catalogue:
     shipped = resources_dir() / "catalogue.json"
     entries = read_catalogue_file(shipped, "shipped") if shipped.exists() else []
     user = user_catalogue_path()
-    if user.exists():
+    if user.exists() or user.is_symlink():
         by_id = {e.id: e for e in entries}
         for e in read_catalogue_file(user, "user"):
             by_id[e.id] = e

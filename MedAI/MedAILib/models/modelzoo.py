@@ -23,7 +23,7 @@ from typing import Callable, Optional
 from MedAILib.core.atomic import atomic_output
 from MedAILib.core.paths import resources_dir
 from MedAILib.core.errors import InputError, ModelError
-from MedAILib.models.cache import models_dir
+from MedAILib.models.cache import bundle_dir, models_dir, remove_tree_in_cache
 from MedAILib.models.checksums import digest_file
 from MedAILib.models.terminology import terminology_string
 
@@ -454,12 +454,12 @@ def add_bundle(source: str, assume_yes: bool = False, ask: Optional[Callable[[st
         if not assume_yes and not _confirm("Trust this bundle and add it? [y/N] ", ask or input):
             raise ModelError(f"{entry['id']} was not added: you did not trust it",
                              "read the bundle's configs and scripts, then add it again and answer y (or use --yes)")
-        target = models_dir() / entry["id"]
+        target = bundle_dir(entry["id"])  # refuses ids such as ".." or "/abs/dir" (issue 14)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{entry['id']}-", dir=target.parent))
         shutil.copytree(folder, staging / "b", ignore=shutil.ignore_patterns("__pycache__"))
-        if target.exists():
-            shutil.rmtree(target)
+        if target.exists() or target.is_symlink():
+            remove_tree_in_cache(target)  # only ever inside the cache, links resolved
         (staging / "b").rename(target)  # appears complete or not at all
         shutil.rmtree(staging, ignore_errors=True)
     entry["source"]["location"] = str(target)
