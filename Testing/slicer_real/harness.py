@@ -177,20 +177,10 @@ class _App:
     def moduleDocumentationUrl(self, moduleName):
         return f"{self.documentationBaseUrl}user_guide/modules/{moduleName.lower()}.html"
 
-    def processEvents(self, *args):  # no Qt event loop; VTK/MRML events are synchronous
+    def _noop(self, *args):  # no Qt event loop, cursor or render pausing: MRML/VTK events are synchronous
         pass
 
-    def setOverrideCursor(self, *args):
-        pass
-
-    def restoreOverrideCursor(self):
-        pass
-
-    def pauseRender(self):
-        pass
-
-    def resumeRender(self):
-        pass
+    processEvents = setOverrideCursor = restoreOverrideCursor = pauseRender = resumeRender = _noop
 
 
 # Data-node classes that a Slicer subject-hierarchy plugin claims (most derived first) -> plugin name.
@@ -349,6 +339,11 @@ def install():
         setattr(slicer, name, _load_shim(name, f"slicer.{name}"))
     _harness = h
     return h
+
+
+def reset():
+    """Close the scene (between tests): harness.install().reset()."""
+    return install().reset()
 
 
 def load_scripted_module(pyfile):

@@ -24,7 +24,7 @@ def slicer():
     import slicer
 
     yield slicer
-    harness.install().reset()
+    harness.reset()
 
 
 @pytest.fixture(scope="module")

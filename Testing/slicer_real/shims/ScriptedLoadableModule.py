@@ -105,10 +105,13 @@ class ScriptedLoadableModuleLogic:
 
 class ScriptedLoadableModuleTest(unittest.TestCase):
     def __init__(self, *args, **kwargs):
+        self.moduleTestNames = []
         super().__init__(*args, **kwargs)
         super(unittest.TestCase, self).__init__()
         self.enableScreenshots = False
         self.screenshotScaleFactor = 1.0
+        if not self.moduleTestNames:  # Slicer 5.12: every callable whose name contains "test"
+            self.moduleTestNames = [m for m in dir(self) if "test" in m and callable(getattr(self, m))]
 
     def delayDisplay(self, message, requestedDelay=None, msec=None):
         if hasattr(self, "messageDelay"):
@@ -124,5 +127,20 @@ class ScriptedLoadableModuleTest(unittest.TestCase):
         if self.enableScreenshots:
             raise NotImplementedError("slicer_real: no layout manager to grab (use harness.render_slice_png)")
 
+    def setUp(self):
+        return
+
+    def tearDown(self):
+        return
+
     def runTest(self):
-        logging.warning("No test is defined in " + self.__class__.__name__)
+        if not self.moduleTestNames:
+            logging.warning("No test is defined in " + self.__class__.__name__)
+            return
+        self.setUpClass()
+        for name in self.moduleTestNames:
+            self.setUp()
+            logging.info(f"Running {name}")
+            getattr(self, name)()
+            self.tearDown()
+        self.tearDownClass()
