@@ -23,6 +23,7 @@ SUBCOMMANDS = [
     "MedAILib.cli.evaluate",
     "MedAILib.cli.train",
     "MedAILib.cli.demo",
+    "MedAILib.cli.serve",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -11,11 +12,14 @@ from typing import Callable, Optional
 from MedAILib.core.errors import Cancelled
 
 
+_job = threading.local()  # the warm engine's job scope (see job_cancel_scope)
+
+
 class CancelToken:
     """Cooperative cancellation: the GUI (or a signal handler) calls ``cancel()``; workers call ``check()``."""
 
     def __init__(self):
-        self._event = threading.Event()
+        self._event = getattr(_job, "cancel_event", None) or threading.Event()
 
     def cancel(self) -> None:
         self._event.set()
@@ -27,6 +31,18 @@ class CancelToken:
     def check(self) -> None:
         if self._event.is_set():
             raise Cancelled()
+
+
+@contextlib.contextmanager
+def job_cancel_scope(event: threading.Event):
+    """Every CancelToken created in this thread inside the block shares ``event``: the warm engine
+    (MedAILib.server) cancels a job it runs through the command's own code this way."""
+    previous = getattr(_job, "cancel_event", None)
+    _job.cancel_event = event
+    try:
+        yield
+    finally:
+        _job.cancel_event = previous
 
 
 class Progress:

@@ -227,6 +227,10 @@ def _prepare_scripts(path: Path) -> None:
         sys.path.insert(0, str(path))
 
 
+# Set by the warm engine (``medai serve``) to keep loaded bundles between jobs; None: load every time.
+bundle_cache = None
+
+
 def load_bundle(path, entry=None, catalogue=None, fast: bool = False) -> Bundle:
     """Load a bundle folder after checking it is trusted (catalogue or user-trusted)."""
     path = Path(path)
@@ -234,6 +238,8 @@ def load_bundle(path, entry=None, catalogue=None, fast: bool = False) -> Bundle:
         raise ModelError(f"model folder {path} does not exist", "check the path or use a catalogue id")
     trust_mod.require_trusted(path, catalogue)
     _prepare_scripts(path.resolve())
+    if bundle_cache is not None:  # the warm engine keeps loaded bundles (MedAILib.server.bundles)
+        return bundle_cache.get(path, entry, fast, lambda: Bundle(path, entry=entry, fast=fast))
     return Bundle(path, entry=entry, fast=fast)
 
 
