@@ -11,7 +11,6 @@ No ``slicer`` import here: the module is usable, and tested, without Slicer.
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -22,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
+
+from MedAILib.core import events
 
 ENGINE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding MedAILib/
 
@@ -218,31 +219,26 @@ class EngineProcess:
 
     # --- internals -------------------------------------------------------------------------------
     def _handle_line(self, line: str):
-        event = None
-        if line.startswith("{"):
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = None
-        if not isinstance(event, dict) or "event" not in event:
+        event = events.parse_line(line)
+        if event is None:
             self._log(line)
             return
         kind = event["event"]
-        if kind == "progress":
+        if kind == events.PROGRESS:
             if self.on_progress:
                 self.on_progress(event.get("fraction"), event.get("message", ""), event.get("eta_s"))
-        elif kind == "log":
+        elif kind == events.LOG:
             self._log(event.get("message", ""))
-        elif kind == "done":
+        elif kind == events.DONE:
             self.result.outputs = list(event.get("outputs", []))
             self.result.failed = list(event.get("failed", []))
-        elif kind == "case_done" and event.get("status") not in (None, "ok"):
+        elif events.case_failure(event):
             # a case that failed inside the engine (exception, bad input): keep its reason for the user
-            text = f"{event.get('case', 'case')} failed: {event.get('error') or 'unknown error'}"
+            text, hint = events.case_failure(event)
             self._log(text)
             if self.result.error is None:
-                self.result.error = {"message": text, "hint": ""}
-        elif kind == "error":
+                self.result.error = {"message": text, "hint": hint}
+        elif kind == events.ERROR:
             self.result.error = {"message": event.get("message", ""), "hint": event.get("hint", "")}
             self._log("Error: " + self.result.error_text())
         if self.on_event:

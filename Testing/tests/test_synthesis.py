@@ -221,9 +221,12 @@ def test_cli_end_to_end(tiny_bundle, medai_env, tmp_path, capsys):
                "--model", bundle, "--progress", "json")
     events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     kinds = [e["event"] for e in events]
-    assert r.returncode == 1 and "progress" in kinds and "case_error" in kinds
+    # one event vocabulary and one exit rule for every batch command (issue 13): a partial batch
+    # exits 3 and a failed case is a case_done with status "failed", as in `medai segment`
+    assert r.returncode == 3 and "progress" in kinds
+    assert [e["case"] for e in events if e["event"] == "case_done" and e["status"] == "failed"] == ["missing"]
     assert events[-1]["event"] == "done" and len(events[-1]["outputs"]) == 1
-    assert events[-1]["failed"] == [str(tmp_path / "missing.nii.gz")]
+    assert events[-1]["failed"] == ["missing"]
     assert (tmp_path / "batch" / "mr_ct.nii.gz").exists()
     assert not [p for p in (tmp_path / "batch").iterdir() if "partial" in p.name]
 

@@ -62,9 +62,9 @@ def main(argv=None) -> int:
             raise
         print(f"medai: error: {e.message}" + (f" — what to do: {e.hint}" if e.hint else ""), file=sys.stderr)
         if getattr(args, "progress", None) == "json":
-            from MedAILib.core.progress import emit_json
+            from MedAILib.core import events
 
-            emit_json(event="error", message=e.message, hint=e.hint)
+            events.emit(events.ERROR, message=e.message, hint=e.hint)
         return e.exit_code
     except KeyboardInterrupt:
         print("medai: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from MedAILib.cli import batch
 from MedAILib.core.errors import DownloadError, InputError
 
 MODEL_ID = "hippocampus_unet"
@@ -20,8 +21,8 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="segment a sample hippocampus MRI with the shipped model and print Dice")
     p.add_argument("-o", "--output", default="medai-demo", help="output folder (default ./medai-demo)")
     p.add_argument("--case", help="case id (default: the first validation case of the shipped model)")
-    p.add_argument("--device", default="auto")
     p.add_argument("--no-download", action="store_true", help="never download the sample data")
+    batch.add_arguments(p, report=False, resume=False, progress=None)
     p.set_defaults(func=run)
 
 
@@ -65,12 +66,16 @@ def dice_per_label(pred: np.ndarray, ref: np.ndarray, values) -> dict:
 
 
 def run(args) -> int:
+    return batch.Batch(args, "demo").execute(lambda b: _run(args, b))
+
+
+def _run(args, b: batch.Batch) -> int:
     from MedAILib.models import load_catalogue, resolve_model
     from MedAILib.io import read_image, read_segmentation, write_segmentation
     from MedAILib.tasks.segmentation.postprocess import label_volumes_ml
     from MedAILib.io.preview import overlay_png
-    from MedAILib.core.progress import Progress
     from MedAILib.tasks.segmentation.pipeline import segment
+    from MedAILib.core.atomic import atomic_output
 
     import warnings
 
@@ -79,25 +84,33 @@ def run(args) -> int:
     split_file = entry.shipped_path() / "split.json"
     if not split_file.exists():
         raise InputError(f"the shipped model's split.json is missing ({split_file})", "reinstall MedAI")
-    case = args.case or json.loads(split_file.read_text())["validation"][0]
-    img_path, lab_path = _find_case(case, allow_download=not args.no_download)
-    bundle = resolve_model(MODEL_ID)
-    image, reference = read_image(img_path), read_segmentation(lab_path)
-    result = segment(image, bundle, device=args.device, progress=Progress())
+    case_id = args.case or json.loads(split_file.read_text())["validation"][0]
+    img_path, lab_path = _find_case(case_id, allow_download=not args.no_download)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    seg_path = write_segmentation(result.labelmap, out / f"{case}.seg.nrrd")
-    png = overlay_png(image, out / f"{case}.png", labelmap=result.labelmap, title=f"{case}: {bundle.name}")
-    names = {l.value: l.name for l in result.labelmap.labels}
-    dice = dice_per_label(result.labelmap.array, reference.array, sorted(names))
-    report = {"case": case, "image": str(img_path), "reference": str(lab_path), "model": bundle.name,
-              "seconds": round(result.seconds, 2), "device": result.device, "output": str(seg_path),
-              "preview": str(png), "dice": {names[v]: round(d, 4) for v, d in dice.items()},
-              "label_volumes_ml": label_volumes_ml(result.labelmap)}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"segmented {case} (validation case, not used in training) in {result.seconds:.1f} s on {result.device}")
-    for v, d in dice.items():
-        print(f"  Dice {names[v]:<12} {d:.3f}")
-    print(f"  mean Dice     {np.nanmean(list(dice.values())):.3f}")
-    print(f"wrote {seg_path}, {png} and {out / 'report.json'}")
-    return 0
+    b.plan([batch.Case(0, case_id, [img_path, lab_path], case_id)],
+           lambda case: {"output": out / f"{case_id}.seg.nrrd", "preview": out / f"{case_id}.png",
+                         "report": out / "report.json"})
+
+    def one(case, progress):
+        bundle = resolve_model(MODEL_ID)
+        image, reference = read_image(img_path), read_segmentation(lab_path)
+        result = segment(image, bundle, device=args.device, progress=progress)
+        seg_path = write_segmentation(result.labelmap, case.outputs["output"])
+        png = overlay_png(image, case.outputs["preview"], labelmap=result.labelmap, title=f"{case_id}: {bundle.name}")
+        names = {l.value: l.name for l in result.labelmap.labels}
+        dice = dice_per_label(result.labelmap.array, reference.array, sorted(names))
+        report = {"case": case_id, "image": str(img_path), "reference": str(lab_path), "model": bundle.name,
+                  "seconds": round(result.seconds, 2), "device": result.device, "output": str(seg_path),
+                  "preview": str(png), "dice": {names[v]: round(d, 4) for v, d in dice.items()},
+                  "label_volumes_ml": label_volumes_ml(result.labelmap)}
+        with atomic_output(case.outputs["report"]) as tmp:
+            tmp.write_text(json.dumps(report, indent=2))
+        print(f"segmented {case_id} (validation case, not used in training) in {result.seconds:.1f} s on "
+              f"{result.device}")
+        for v, d in dice.items():
+            print(f"  Dice {names[v]:<12} {d:.3f}")
+        print(f"  mean Dice     {np.nanmean(list(dice.values())):.3f}")
+        print(f"wrote {seg_path}, {png} and {case.outputs['report']}")
+        return {"device": result.device, "dice": report["dice"]}
+
+    return b.process(one)

@@ -26,17 +26,24 @@ def atomic_output(path):
     """Yield a temporary path next to ``path`` with the same suffix; rename it into place on success.
 
     On any error the temporary file is removed, so a crash, a full disk or a cancel never leaves a
-    half-written file under the final name.
+    half-written file under the final name. A file that did not exist when the write began is
+    created exclusively: if another program (or another medai run) created it meanwhile, it is
+    not replaced and an ``OutputError`` says so. Replacing a file that existed is the caller's
+    decision (``--overwrite``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = full_suffix(path)
     stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
     tmp = path.with_name(f".{stem}.partial-{uuid.uuid4().hex[:8]}{suffix}")
+    existed = os.path.lexists(path)
     try:
         yield tmp
         _verify_complete(tmp, path)
-        os.replace(tmp, path)
+        if existed:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except OSError as e:
         if e.errno in _NO_SPACE:
             raise disk_full_error(path) from e
@@ -53,6 +60,44 @@ def atomic_output(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` only if no file has that name: a hard link is created
+    atomically or not at all (no window in which two writers both see the name free)."""
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        pass
+    except OSError as e:
+        if e.errno in _NO_SPACE or e.errno == errno.EROFS:
+            raise
+        # No hard links on this file system (FAT, some network shares): check, then rename.
+        if not os.path.lexists(path):
+            os.replace(tmp, path)
+            return
+    from MedAILib.core.errors import OutputError
+
+    raise OutputError(f"{path} was created by another program (or another medai run) while this one was "
+                      "writing it; it was not replaced",
+                      "run one command per output, or use --overwrite to replace it")
+
+
+def is_complete(path) -> bool:
+    """True when ``path`` is a file that a finished write left: not empty, and a ``.gz`` file
+    decompresses to its end marker, a ``.nii`` holds every voxel its header announces (what
+    ``atomic_output`` checks before it gives a file its final name)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    from MedAILib.core.errors import OutputError
+
+    try:
+        _verify_complete(path, path)
+    except OutputError:
+        return False
+    return True
 
 
 def _disk_nearly_full(folder, margin: int = 1 << 20) -> bool:

@@ -7,18 +7,20 @@ Writes into OUT_DIR:
 - ``checkerboard_before_after.png``: middle fixed slice, checkerboard with MOVING before
   (world coordinates only) and after registration;
 - ``report.json``: metric before/after, transform, TRE (with --landmarks or --true-transform).
+
+Existing outputs are never replaced without ``--overwrite``; signals, JSON events and exit status
+are those of :mod:`MedAILib.cli.batch` (one case: FIXED + MOVING).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+from MedAILib.cli import batch
 from MedAILib.core.atomic import atomic_output
 from MedAILib.io import read_image, write_image
-from MedAILib.core.progress import Progress, emit_json
 
 
 def register(sub) -> None:
@@ -37,14 +39,17 @@ def register(sub) -> None:
     p.add_argument("--landmarks", nargs=2, metavar=("FIXED_POINTS", "MOVING_POINTS"),
                    help="corresponding points (Slicer .mrk.json/.fcsv or CSV x,y,z in RAS mm) for TRE")
     p.add_argument("--true-transform", help="known fixed->moving ITK transform (.tfm/.h5) for TRE over FIXED's foreground")
-    p.add_argument("--shrink", type=int, nargs="+", help="shrink factor per level (default 4 2 1)")
-    p.add_argument("--smoothing", type=float, nargs="+", help="Gaussian sigma in mm per level (default 2 1 0)")
-    p.add_argument("--sampling", type=float, nargs="+", help="fraction of voxels sampled per level (default 0.1 0.1 0.2)")
-    p.add_argument("--iterations", type=int, help="optimiser iterations per level (default 300)")
-    p.add_argument("--learning-rate", type=float, help="first optimiser step in mm (default 2; try 0.25 for weak "
-                                                        "multimodal pairs such as T2 vs DWI)")
-    p.add_argument("--bspline-grid", type=float, help="B-spline control point spacing in mm (default 60)")
-    p.add_argument("--progress", choices=["json"], help="print machine-readable progress lines (for Slicer)")
+    p.add_argument("--shrink", type=batch.number(low=1, integer=True), nargs="+",
+                   help="shrink factor per level (default 4 2 1)")
+    p.add_argument("--smoothing", type=batch.number(low=0), nargs="+", help="Gaussian sigma in mm per level (default 2 1 0)")
+    p.add_argument("--sampling", type=batch.number(low=1e-6, high=1), nargs="+",
+                   help="fraction of voxels sampled per level (default 0.1 0.1 0.2)")
+    p.add_argument("--iterations", type=batch.number(low=1, integer=True),
+                   help="optimiser iterations per level (default 300)")
+    p.add_argument("--learning-rate", type=batch.number(low=1e-6), help="first optimiser step in mm (default 2; try "
+                                                                          "0.25 for weak multimodal pairs such as T2 vs DWI)")
+    p.add_argument("--bspline-grid", type=batch.number(low=1e-3), help="B-spline control point spacing in mm (default 60)")
+    batch.add_arguments(p, report=False, resume=False, device=False, progress=("json",), progress_default=None)
     p.set_defaults(func=run)
 
 
@@ -70,13 +75,24 @@ def _overrides(args) -> dict:
 
 
 def run(args) -> int:
+    return batch.Batch(args, "register").execute(lambda b: _run(args, b))
+
+
+def _run(args, b: batch.Batch) -> int:
+    out = Path(args.output)
+    inputs = [Path(p) for p in (args.fixed, args.moving, args.fixed_mask, args.moving_mask) if p]
+    case = batch.Case(0, batch.input_stem(Path(args.moving)), inputs, batch.input_stem(Path(args.moving)))
+    suffix = ".h5" if args.transform_type == "bspline" else ".tfm"
+    b.plan([case], lambda case: {"transform": out / f"transform{suffix}", "moving_resampled": out / "moving_resampled.nii.gz",
+                                 "checkerboard_png": out / "checkerboard_before_after.png",
+                                 "report": out / "report.json"})
+    return b.process(lambda case, progress: _register(args, case, progress, b))
+
+
+def _register(args, case, progress, b: batch.Batch) -> dict:
     from MedAILib.tasks.registration import blend, registration
 
-    json_mode = args.progress == "json"
-    progress = Progress(json_stream=sys.stdout if json_mode else None,
-                        callback=None if json_mode else _print_progress)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
+    paths = case.outputs
     fixed = read_image(args.fixed)
     moving = read_image(args.moving)
     fixed_mask = read_image(args.fixed_mask) if args.fixed_mask else None
@@ -99,37 +115,24 @@ def run(args) -> int:
         tre["true_transform"] = registration.tre_against_transform(result.transform, truth, pts)
     result.tre_mm = tre or None
 
-    suffix = ".tfm" if result.is_linear else ".h5"
-    transform_path = result.save_transform(out / f"transform{suffix}")
-    resampled_path = write_image(result.resampled, out / "moving_resampled.nii.gz")
+    transform_path = result.save_transform(paths["transform"])
+    resampled_path = write_image(result.resampled, paths["moving_resampled"])
     before = registration.resample_to(moving, fixed, "linear")
     png = blend.save_png([blend.checkerboard(fixed, before), blend.checkerboard(fixed, result.resampled)],
-                         out / "checkerboard_before_after.png",
+                         paths["checkerboard_png"],
                          titles=["before (world coordinates)", f"after ({args.transform_type})"])
     report = {"fixed": str(args.fixed), "moving": str(args.moving), **result.summary(),
               "outputs": {"transform": str(transform_path), "moving_resampled": str(resampled_path),
                           "checkerboard_png": str(png)}}
-    with atomic_output(out / "report.json") as tmp:
+    with atomic_output(paths["report"]) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    if json_mode:
-        emit_json(event="done", outputs=[str(transform_path), str(resampled_path), str(out / "report.json")],
-                  transform=str(transform_path), resampled=str(resampled_path),
-                  report=str(out / "report.json"), metric_before=result.metric_before,
-                  metric_after=result.metric_after)
-    else:
-        print(f"\nmetric (Mattes MI, lower is better): {result.metric_before:.4f} -> {result.metric_after:.4f}")
-        if result.is_linear:
-            print(f"rotation {report['rotation_deg']:.3f} deg, translation {report['translation_mm']:.3f} mm")
-        for name, t in tre.items():
-            print(f"TRE ({name}): mean {t['mean']:.3f} mm, max {t['max']:.3f} mm over {t['n_points']} points")
-        print(f"transform:  {transform_path}  (fixed->moving; in Slicer put the MOVING volume under it)")
-        print(f"resampled:  {resampled_path}")
-        print(f"figure:     {png}")
-    return 0
-
-
-def _print_progress(fraction, message, eta):
-    if fraction is None:
-        print(message, file=sys.stderr)
-        return
-    print(f"\r[{fraction * 100:5.1f}%] {message[:70]:<70}", end="", file=sys.stderr, flush=True)
+    b.say(f"\nmetric (Mattes MI, lower is better): {result.metric_before:.4f} -> {result.metric_after:.4f}")
+    if result.is_linear:
+        b.say(f"rotation {report['rotation_deg']:.3f} deg, translation {report['translation_mm']:.3f} mm")
+    for name, t in tre.items():
+        b.say(f"TRE ({name}): mean {t['mean']:.3f} mm, max {t['max']:.3f} mm over {t['n_points']} points")
+    b.say(f"transform:  {transform_path}  (fixed->moving; in Slicer put the MOVING volume under it)")
+    b.say(f"resampled:  {resampled_path}")
+    b.say(f"figure:     {png}")
+    return {"output": str(transform_path), "transform": str(transform_path), "resampled": str(resampled_path),
+            "metric_before": result.metric_before, "metric_after": result.metric_after, "tre_mm": result.tre_mm}
