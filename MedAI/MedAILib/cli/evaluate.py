@@ -12,6 +12,7 @@ import importlib
 EVALUATORS = {
     "image": "MedAILib.tasks.synthesis.evaluate_files",
     "classification": "MedAILib.tasks.classification.evaluate",
+    "segmentation": "MedAILib.tasks.segmentation.evaluate",
 }
 
 
