@@ -335,6 +335,10 @@ class Batch:
     def process(self, run_case: Callable) -> int:
         """Run ``run_case(case, progress) -> row fields`` for each planned case; a failed case is
         reported and the others go on. Returns the exit status."""
+        if getattr(self.args, "server", None):  # --server: each case runs there, the rest stays here
+            from MedAILib.client.command import remote_case_runner
+
+            run_case = remote_case_runner(self)
         total = len(self.cases)
         for case in self.cases:
             row = self.rows[case.name]
@@ -427,17 +431,15 @@ class Batch:
                 clashes.append(self.report)
         if not clashes:
             return
+        resume = "--resume to skip the cases already done, " if hasattr(self.args, "resume") and not self.resume else ""
         if len(clashes) == 1:
             damaged = self.resume and clashes[0] != self.report
             raise InputError(f"{clashes[0]} already exists" + (" but is incomplete or not from this command"
                                                                 if damaged else ""),
-                             "use --overwrite to replace it" + ("" if self.resume else
-                                                               " (or --resume to skip the cases already done)")
-                             + ", or another output path")
+                             f"use {resume}--overwrite to replace it, or another output path")
         shown = ", ".join(str(p) for p in clashes[:3]) + (", ..." if len(clashes) > 3 else "")
         raise InputError(f"{len(clashes)} outputs already exist ({shown}): nothing was replaced",
-                         "use --resume to skip the cases already done, --overwrite to replace them, "
-                         "or another output path")
+                         f"use {resume}--overwrite to replace them, or another output path")
 
     def _lock_targets(self) -> list:
         """What a concurrent run must not write at the same time: the output folder of a batch, the
