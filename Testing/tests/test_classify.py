@@ -70,8 +70,38 @@ def test_engine_gives_the_network_output_on_the_same_array(npz, bundle):
             same += 1
             np.testing.assert_allclose(res.probabilities, direct[i], atol=1e-5)
         assert res.class_names == ["normal", "hyperplasia"] and abs(sum(res.probabilities) - 1) < 1e-5
-        assert res.predicted == res.class_names[int(res.probabilities[1] >= 0.5)]
+        # the decision is the bundle's validation operating point (issue 21), not the arg-max
+        assert res.decision_threshold == pytest.approx(_stored()["decision_threshold"]) and res.decision_threshold < 0.5
+        assert res.predicted == res.class_names[int(res.probabilities[1] >= res.decision_threshold)]
     assert same >= 10, f"only {same}/12 dataset masks rebuilt exactly"
+
+
+def _stored():
+    from MedAILib.core.paths import resources_dir
+
+    return json.loads((resources_dir() / "Models" / MODEL / "configs" / "medai.json").read_text())
+
+
+def test_operating_point_decides_and_probabilities_are_calibrated(npz, bundle):
+    """A gland whose P(hyperplasia) lies between the operating point and 0.5 is called hyperplasia; the
+    probabilities are softmax(logits / T) with the stored T."""
+    from MedAILib.tasks.classification.pipeline import classify, to_model_input
+
+    cfg = _stored()
+    t, thr = cfg["temperature"], cfg["decision_threshold"]
+    assert cfg["operating_point"]["chosen_on"] == "val" and 0.0 < thr < 0.5 and 0.5 < t < 2.0
+    between = 0
+    for mask in npz["x"]:
+        vol = Volume(mask.astype(np.float32), _grid())
+        res = classify(vol, bundle, device="cpu")
+        with torch.no_grad():
+            logits = bundle.network(to_model_input(vol, bundle).tensor)
+        np.testing.assert_allclose(res.probabilities, torch.softmax(logits / t, 1)[0].numpy(), atol=1e-6)
+        if thr <= res.probabilities[1] < 0.5:
+            between += 1
+            assert res.predicted == "hyperplasia"
+        assert res.as_dict()["decision_threshold"] == pytest.approx(thr)
+    assert between >= 1, "no case between the operating point and 0.5 among the first 40 test masks"
 
 
 def _big_case(mask, seed=0):
@@ -220,6 +250,11 @@ def test_cli_batch_report_explain_and_partial_exit(npz, bundle, tmp_path, medai_
     rows = list(csv.DictReader(report.open()))
     assert [r_["case"] for r_ in rows] == ["case0", "case5", "nomask"]
     assert float(rows[0]["p_hyperplasia"]) == pytest.approx(expected["case0"][1], abs=1e-5)
+    thr = _stored()["decision_threshold"]
+    assert float(rows[0]["decision_threshold"]) == pytest.approx(thr) and done["case0"]["decision_threshold"] == pytest.approx(thr)
+    # the console line says which rule made the decision
+    r = _medai(["classify", images / "case0.nii.gz", "--mask", masks / "case0.nii.gz"], env, tmp_path)
+    assert r.returncode == 0 and f"hyperplasia when p >= {thr:.3f}" in r.stdout, r.stdout + r.stderr
     # outputs are never replaced without --overwrite
     r = _medai(["classify", images / "case0.nii.gz", "--mask", masks / "case0.nii.gz", "--explain",
                 heat / "case0.nii.gz"], env, tmp_path)
@@ -237,10 +272,10 @@ def test_cli_evaluate_prints_the_table_of_the_test_split(npz, bundle, tmp_path, 
     with np.load(npz["path"]) as d:
         x, y = d["test_images"], d["test_labels"].reshape(-1)
     m = classification_metrics(y, predict_arrays(bundle, (x / 255.0).astype(np.float32)[:, None]),
-                               class_names=["normal", "hyperplasia"])
+                               threshold=_stored()["decision_threshold"], class_names=["normal", "hyperplasia"])
     out = r.stdout
     assert "confusion matrix" in out and "hyperplasia" in out
-    for key in ("auc", "accuracy", "precision", "recall", "f1"):
+    for key in ("auc", "accuracy", "precision", "recall", "f1", "threshold"):
         line = next(l for l in out.splitlines() if l.startswith(key + " "))
         assert float(line.split()[-1]) == pytest.approx(m[key], abs=5e-5)
     tn, fp = m["confusion_matrix"][0]

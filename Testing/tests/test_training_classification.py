@@ -66,6 +66,58 @@ def test_auc_undefined_with_one_class_and_table_text():
     assert lines[-2].split() == ["normal", "2", "0"] and lines[-1].split() == ["hyperplasia", "1", "1"]
 
 
+# ------------------------------------------------------------------------- calibration, operating point
+def test_temperature_fit_recovers_the_temperature_that_made_the_labels():
+    from MedAILib.tasks.classification import calibration as cal
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 3, (4000, 2))
+    for t_true in (0.5, 2.0):  # labels drawn from softmax(z / t_true): the NLL minimum is at t_true
+        y = (rng.random(4000) < cal.softmax_positive(z, t_true)).astype(int)
+        assert cal.fit_temperature(z, y) == pytest.approx(t_true, rel=0.1)
+    # scaling never changes the ranking
+    p1, p2 = cal.softmax_positive(z, 1.0), cal.softmax_positive(z, 3.0)
+    assert np.array_equal(np.argsort(p1, kind="stable"), np.argsort(p2, kind="stable"))
+
+
+def test_operating_point_by_hand():
+    from MedAILib.tasks.classification import calibration as cal
+
+    y = [0, 0, 0, 0, 1, 1, 1, 1]
+    s = [0.05, 0.10, 0.30, 0.45, 0.20, 0.40, 0.60, 0.90]
+    # cuts: >=0.6 -> sens 0.5 spec 1 (J 0.5); >=0.4 -> 0.75 / 0.75 (0.5); >=0.2 -> 1.0 / 0.5 (0.5);
+    # >=0.45 -> 0.5 / 0.75. Ties at J = 0.5: the highest threshold wins, halfway to the next score (0.45).
+    op = cal.operating_point(y, s)
+    assert op["threshold"] == pytest.approx((0.60 + 0.45) / 2)
+    assert op["sensitivity"] == 0.5 and op["specificity"] == 1.0 and op["youden_j"] == pytest.approx(0.5)
+    op = cal.operating_point(y, s, "sensitivity", 0.75)  # the highest cut with 3 of 4 positives: 0.40
+    assert op["threshold"] == pytest.approx((0.40 + 0.30) / 2) and op["sensitivity"] == 0.75
+    op = cal.operating_point(y, s, "sensitivity", 1.0)
+    assert op["threshold"] == pytest.approx((0.20 + 0.10) / 2) and op["specificity"] == 0.5
+    with pytest.raises(ValueError, match="both classes"):
+        cal.operating_point([1, 1], [0.2, 0.3])
+    lo, hi = cal.wilson_interval(57, 69)
+    assert lo < 57 / 69 < hi and lo == pytest.approx(0.7202, abs=1e-3) and hi == pytest.approx(0.8976, abs=1e-3)
+
+
+def test_shipped_operating_point_is_reproduced_from_the_validation_split(npz):
+    """The stored T and threshold are what the calibration gives on val (so test was not used)."""
+    from MedAILib.tasks.classification import calibration as cal
+
+    cfg = json.loads((BUNDLE / "configs" / "medai.json").read_text())
+    z, y = cal.bundle_logits(BUNDLE, npz, "val")
+    t = cal.fit_temperature(z, y)
+    assert t == pytest.approx(cfg["temperature"], rel=1e-3)
+    op = cal.operating_point(y, cal.softmax_positive(z, t), cfg["operating_point"]["method"])
+    assert op["threshold"] == pytest.approx(cfg["decision_threshold"], abs=1e-3)
+    m = tc.evaluate_bundle(BUNDLE, npz, split="val")  # the bundle's own rule: val sens/spec as stored
+    assert m["threshold"] == pytest.approx(cfg["decision_threshold"])
+    assert m["recall"] == pytest.approx(op["sensitivity"]) and m["specificity"] == pytest.approx(op["specificity"])
+    card = json.loads((BUNDLE / "docs" / "metrics.json").read_text())
+    assert card["test"]["threshold"] == pytest.approx(cfg["decision_threshold"])
+    assert card["test"]["recall"] > card["default_threshold_test"]["recall"]  # the point of issue 21
+
+
 # ---------------------------------------------------------------------------------------- training
 def test_smoke_train_resume_and_bundle(npz, tmp_path):
     torch.set_num_threads(1)
@@ -91,6 +143,14 @@ def test_smoke_train_resume_and_bundle(npz, tmp_path):
     x, y = tc.load_split(npz, "val", limit=8)
     p = tc.predict_proba(net, x)
     assert p.shape == (8,) and np.all((p >= 0) & (p <= 1))
+    # finalize = bundle + calibration on val (T, operating point) + the card from those figures
+    r = tc.finalize(out, npz, {**s2, "limit": 48}, "python -m MedAILib.tasks.classification.trainer ...")
+    cfg = json.loads((out / "configs" / "medai.json").read_text())
+    assert cfg["temperature"] == pytest.approx(r["temperature"]) and cfg["temperature"] > 0
+    assert cfg["decision_threshold"] == pytest.approx(r["operating_point"]["threshold"])
+    assert r["test"]["threshold"] == pytest.approx(cfg["decision_threshold"]) and r["test"]["n"] == 48
+    card = (out / "docs" / "README.md").read_text()
+    assert "Smoke run" in card and f"{cfg['decision_threshold']:.4f}" in card and "T = " in card
 
 
 def test_wrong_size_and_missing_file_are_clear(npz, tmp_path):
@@ -139,7 +199,8 @@ def test_shipped_bundle_inference_config_runs(npz, tmp_path):
         logits = cfg.get_parsed_content("inferer")(img[None].float(), net)
     post = cfg.get_parsed_content("postprocessing")({"pred": logits[0]})
     assert post["pred"].shape == (2,) and float(post["pred"].sum()) == pytest.approx(1.0, abs=1e-5)
-    direct = tc.predict_proba(tc.load_bundle_network(BUNDLE), x[:1])[0]
+    temperature, _ = tc.bundle_calibration(BUNDLE)  # the config divides the logits by the stored T
+    direct = tc.predict_proba(tc.load_bundle_network(BUNDLE), x[:1], temperature=temperature)[0]
     assert float(post["pred"][1]) == pytest.approx(float(direct), abs=1e-5)
 
 

@@ -101,7 +101,8 @@ def csv_columns(rows: list) -> list:
         return "%.6f" % p[n] if n in p else None
 
     return ([("case", lambda r: r["case"]), ("input", lambda r: r["input"]), ("status", lambda r: r["status"]),
-             ("error", lambda r: r.get("error")), ("predicted", lambda r: r.get("predicted"))]
+             ("error", lambda r: r.get("error")), ("predicted", lambda r: r.get("predicted")),
+             ("decision_threshold", lambda r: r.get("decision_threshold"))]
             + [(f"p_{n}", lambda r, n=n: probability(r, n)) for n in names]
             + [("seconds", lambda r: r.get("seconds")), ("device", lambda r: r.get("device")),
                ("explanation", lambda r: r.get("explanation"))])
@@ -137,6 +138,8 @@ def _run(args, b: batch.Batch) -> int:
     def one(case, progress):
         row = run_case(case, bundle, args, progress, several)
         probs = ", ".join(f"{c} {p:.3f}" for c, p in zip(row["class_names"], row["probabilities"]))
+        if row.get("decision_threshold") is not None:  # the bundle's operating point decides, not arg-max
+            probs += f"; {row['class_names'][1]} when p >= {row['decision_threshold']:.3f}"
         extra = f"; heat-map {row['explanation']}" if row.get("explanation") else ""
         b.say(f"{case.name}: {row['predicted']} ({probs}){extra}")
         if not b.json:

@@ -23,17 +23,16 @@ def _f(x) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
-def model_card(summary: dict, val: dict, test: dict, command: str, size_bytes: int, sha256: str,
-               notes: str = "") -> str:
+def model_card(summary: dict, result: dict, command: str, size_bytes: int, sha256: str, notes: str = "") -> str:
+    """The whole card; ``result`` is :func:`MedAILib.tasks.classification.calibration.calibrate`'s output."""
     s = summary
-    rows = "\n".join(f"| {n} | {a:.3f} | {c:.3f} |" for n, a, c in MEDMNIST_V2_ADRENAL)
-    cm = test["confusion_matrix"]
     smoke = (f"\n> **Smoke run:** only the first {s['limit']} cases of each split were used; the figures "
              "below say nothing about the model's real accuracy.\n" if s.get("limit") else "")
     return f"""# MedAI adrenal gland classifier (AdrenalMNIST3D, MONAI bundle)
 
 Classifies the **3D shape of one adrenal gland** (a binary mask) as **normal (0)** or
-**hyperplasia (1)**. Output: two softmax probabilities. Research and teaching only; not a medical
+**hyperplasia (1)**. Output: two calibrated softmax probabilities and a decision at the operating point
+chosen on the validation split (see Results). Research and teaching only; not a medical
 device.
 {smoke}
 ## Data
@@ -87,20 +86,76 @@ centroid crop from a full CT-sized segment is the engine's job, following the re
 - Weights: `models/model.pt` (state_dict, `torch.load(..., weights_only=True)`), {size_bytes:,} bytes,
   SHA-256 `{sha256}`.
 
-## Results
-Decision rule: predicted hyperplasia when P(hyperplasia) ≥ {test.get('threshold', 0.5)}, no test-time augmentation.
+{results_section(result)}The baseline figures are quoted from the MedMNIST v2 paper's table of 3D results (Yang et al.
+2023) as remembered by the author of this card; they could not be re-checked against the PDF while
+writing it, so verify them there before citing.
 
-| split | n | AUC | ACC | precision | recall (sensitivity) | specificity | F1 |
+{notes}
+"""
+
+
+RESULTS_START = "## Results\n"
+RESULTS_END = "The baseline figures are quoted"
+
+
+def _ci(m: dict, key: str) -> str:
+    lo, hi = m.get(f"{key}_ci95", [None, None])
+    return "" if lo is None else f" ({lo:.2f}–{hi:.2f})"
+
+
+def results_section(result: dict) -> str:
+    """The card's "Results" section (up to the baselines' disclaimer) from ``calibrate``'s output."""
+    op, val, test, t = result["operating_point"], result["val"], result["test"], result["temperature"]
+    d = result["default_threshold_test"]
+    cv, ct = val["calibration"], test["calibration"]
+    cm = test["confusion_matrix"]
+    rows = "\n".join(f"| {n} | {a:.3f} | {c:.3f} |" for n, a, c in MEDMNIST_V2_ADRENAL)
+    how = ("maximising Youden's J (sensitivity + specificity − 1)" if op["method"] == "youden"
+           else f"the highest threshold reaching sensitivity {op.get('target_sensitivity')}")
+    alt_rows = ""
+    for name, a in result.get("alternatives", {}).items():
+        av, at = a["val"], a["test"]
+        alt_rows += (f"| {name.replace('_', ' ')} (val) | {av['threshold']:.3f} | {_f(at['recall'])}{_ci(at, 'sensitivity')} | "
+                     f"{_f(at['specificity'])}{_ci(at, 'specificity')} | {_f(at['accuracy'])} | "
+                     f"{_f(av['sensitivity'])} / {_f(av['specificity'])} |\n")
+    return f"""{RESULTS_START}
+### Calibration and operating point (chosen on the validation split only)
+- **Probabilities**: temperature scaling (Guo et al. 2017): P = softmax(logits / T), T fitted by
+  minimising the validation negative log-likelihood: **T = {t:.4f}**. Validation NLL
+  {cv['uncalibrated']['nll']:.4f} → {cv['calibrated']['nll']:.4f}, Brier {cv['uncalibrated']['brier']:.4f} →
+  {cv['calibrated']['brier']:.4f}, ECE (10 bins) {cv['uncalibrated']['ece']:.3f} → {cv['calibrated']['ece']:.3f}; test NLL
+  {ct['uncalibrated']['nll']:.4f} → {ct['calibrated']['nll']:.4f}, ECE {ct['uncalibrated']['ece']:.3f} →
+  {ct['calibrated']['ece']:.3f}. {'T is about 1: the network was already calibrated on validation (in NLL), so the scaling changes the probabilities only in the third decimal; it is kept so that a retrained model gets the same treatment.' if abs(t - 1) < 0.05 else 'The scaling changes the probabilities, not the ranking (AUC).'}
+- **Decision**: hyperplasia when the calibrated P(hyperplasia) ≥ **{op['threshold']:.4f}**, chosen by
+  {how} on the {op['n']} validation cases ({op['n_positive']} hyperplasia): validation sensitivity
+  {op['sensitivity']:.3f}, specificity {op['specificity']:.3f}. The threshold lies halfway between the two
+  validation scores around the cut. Stored in `configs/medai.json` (`temperature`, `decision_threshold`,
+  `operating_point`); `medai classify` and `medai evaluate classification` use it (and print it), the
+  probabilities are reported unchanged. `configs/inference.json` divides the logits by T before the softmax.
+- Fitted with `python -m MedAILib.tasks.classification.calibration --bundle BUNDLE --data
+  ../shared/data/medmnist3d/adrenalmnist3d.npz` (training with `medai train classification` runs the same
+  step at the end). The validation split has only {op['n']} cases, so the threshold is uncertain: the
+  test figures below are the honest measure of what it gives.
+
+### Figures (official test split measured once; nothing chosen on it)
+Sensitivity/specificity with 95 % Wilson intervals.
+
+| split, decision rule | n | AUC | ACC | sensitivity (recall) | specificity | precision | F1 |
 | --- | --- | --- | --- | --- | --- | --- | --- |
-| val | {val['n']} | {_f(val['auc'])} | {_f(val['accuracy'])} | {_f(val['precision'])} | {_f(val['recall'])} | {_f(val.get('specificity'))} | {_f(val['f1'])} |
-| **test** | {test['n']} | **{_f(test['auc'])}** | **{_f(test['accuracy'])}** | {_f(test['precision'])} | {_f(test['recall'])} | {_f(test.get('specificity'))} | {_f(test['f1'])} |
+| val, operating point | {val['n']} | {_f(val['auc'])} | {_f(val['accuracy'])} | {_f(val['recall'])} | {_f(val.get('specificity'))} | {_f(val['precision'])} | {_f(val['f1'])} |
+| **test, operating point P ≥ {op['threshold']:.3f}** | {test['n']} | **{_f(test['auc'])}** | **{_f(test['accuracy'])}** | **{_f(test['recall'])}**{_ci(test, 'sensitivity')} | **{_f(test.get('specificity'))}**{_ci(test, 'specificity')} | {_f(test['precision'])} | {_f(test['f1'])} |
+| test, P ≥ 0.5 (arg-max, MedMNIST convention; before) | {d['n']} | {_f(d['auc'])} | {_f(d['accuracy'])} | {_f(d['recall'])}{_ci(d, 'sensitivity')} | {_f(d.get('specificity'))}{_ci(d, 'specificity')} | {_f(d['precision'])} | {_f(d['f1'])} |
 
-At this threshold the model is conservative: it finds {_f(test['recall'])} of the hyperplasia cases of
-the test split (sensitivity) at a specificity of {_f(test.get('specificity'))}. It ranks cases well
-(AUC), so a lower threshold trades specificity for sensitivity; choose one on your own validation
-data, not on these figures.
+Other operating point, also chosen on validation (stored in `operating_point.alternatives`, usable
+with `medai evaluate classification --threshold`):
 
-Test confusion matrix (rows: true, columns: predicted):
+| point | threshold | test sensitivity | test specificity | test ACC | val sensitivity / specificity |
+| --- | --- | --- | --- | --- | --- |
+{alt_rows}
+The operating point trades accuracy for sensitivity: with {100 * sum(cm[1]) / test['n']:.0f} % hyperplasia in the test split, the
+arg-max rule has the higher ACC but misses most hyperplasia cases.
+
+Test confusion matrix at the operating point (rows: true, columns: predicted):
 
 | | normal | hyperplasia |
 | --- | --- | --- |
@@ -108,18 +163,23 @@ Test confusion matrix (rows: true, columns: predicted):
 | hyperplasia | {cm[1][0]} | {cm[1][1]} |
 
 ```
-{format_metrics(test, title='test split')}
+{format_metrics(test, title='test split, operating point')}
 ```
 
 ### Beside the MedMNIST v2 baselines (AdrenalMNIST3D, official test split)
+ACC here is at the arg-max (P ≥ 0.5), as in the MedMNIST benchmark.
+
 | method | AUC | ACC |
 | --- | --- | --- |
 {rows}
-| **this model** | **{_f(test['auc'])}** | **{_f(test['accuracy'])}** |
+| **this model** | **{_f(d['auc'])}** | **{_f(d['accuracy'])}** |
 
-The baseline figures are quoted from the MedMNIST v2 paper's table of 3D results (Yang et al.
-2023) as remembered by the author of this card; they could not be re-checked against the PDF while
-writing it, so verify them there before citing.
-
-{notes}
 """
+
+
+def replace_results_section(card: str, section: str) -> str:
+    """``card`` with its Results section (from "## Results" to the baselines' disclaimer) replaced."""
+    i, j = card.find(RESULTS_START), card.find(RESULTS_END)
+    if i < 0 or j < i:
+        raise ValueError("the model card has no '## Results' section ending at the baselines' disclaimer")
+    return card[:i] + section + card[j:]

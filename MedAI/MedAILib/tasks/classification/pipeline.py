@@ -52,6 +52,8 @@ class ClassifyResult:
     device: str
     warnings: list
     log: list
+    decision_threshold: Optional[float] = None  # binary softmax bundles: P(class 1) at/above which class 1
+    temperature: float = 1.0  # logits were divided by this before the activation (calibration)
 
     @property
     def predicted(self) -> str:
@@ -60,7 +62,8 @@ class ClassifyResult:
     def as_dict(self) -> dict:
         return {"class_names": list(self.class_names), "probabilities": [float(p) for p in self.probabilities],
                 "predicted": self.predicted, "predicted_index": int(self.predicted_index),
-                "multi_label": self.multi_label, "region": self.region}
+                "multi_label": self.multi_label, "region": self.region,
+                "decision_threshold": self.decision_threshold, "temperature": self.temperature}
 
 
 # --- what the bundle declares -------------------------------------------------------------------
@@ -72,6 +75,17 @@ def medai_config(bundle) -> dict:
     if f.exists():
         cfg.update(json.loads(f.read_text()))
     return cfg
+
+
+def calibration(bundle) -> tuple:
+    """(temperature, decision threshold) of the bundle: ``medai.temperature`` (default 1.0: logits as
+    they are) and ``medai.decision_threshold`` (default 0.5), both fitted on validation data by
+    :mod:`MedAILib.tasks.classification.calibration`."""
+    cfg = medai_config(bundle)
+    t = float(cfg.get("temperature", 1.0))
+    if not t > 0:
+        raise ModelError(f"{bundle.name}: temperature {t} in its configs is not positive", "fix configs/medai.json")
+    return t, float(cfg.get("decision_threshold", 0.5))
 
 
 def class_names(bundle, n: int) -> list:
@@ -364,18 +378,17 @@ def classify(volume: Volume, bundle, mask: Optional[Volume] = None, roi: Optiona
     net = bundle.network.to(dev).eval()
     x = mi.tensor.to(dev)
     act = activation(bundle)
+    temperature, threshold = calibration(bundle)
     with torch.no_grad():
         logits = net(x)
     if logits.ndim != 2:
         raise ModelError(f"{bundle.name} gives an output of shape {tuple(logits.shape)}, not one score per class",
                          "is this a classification bundle?")
+    logits = logits / temperature
     probs = (torch.sigmoid(logits) if act == "sigmoid" else torch.softmax(logits, 1))[0].float().cpu().numpy()
     names = class_names(bundle, len(probs))
-    threshold = float(medai_config(bundle).get("decision_threshold", 0.5))
-    if act == "softmax" and len(probs) == 2:
-        predicted = int(probs[1] >= threshold)
-    else:
-        predicted = int(np.argmax(probs))
+    binary = act == "softmax" and len(probs) == 2
+    predicted = int(probs[1] >= threshold) if binary else int(np.argmax(probs))
     region = dict(mi.region)
     if len(set(np.unique(np.asarray(mi.tensor)).tolist())) <= 2 and region.get("kind") == "mask":
         n = _components(np.asarray(mi.tensor)[0, 0] > 0)
@@ -399,7 +412,8 @@ def classify(volume: Volume, bundle, mask: Optional[Volume] = None, roi: Optiona
         messages.append(w)
     progress.stage(0.0, 1.0).update(1.0, f"{names[predicted]} ({probs[predicted]:.3f})")
     return ClassifyResult(names, [float(p) for p in probs], predicted, act == "sigmoid", heat_vol, region,
-                          time.monotonic() - t0, dev.type, warnings, messages)
+                          time.monotonic() - t0, dev.type, warnings, messages,
+                          decision_threshold=threshold if binary else None, temperature=temperature)
 
 
 def _components(mask: np.ndarray, ratio: float = 0.3) -> int:
@@ -413,14 +427,16 @@ def _components(mask: np.ndarray, ratio: float = 0.3) -> int:
 
 
 def predict_arrays(bundle, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Probabilities for inputs already in model space (N, C, *spatial), e.g. a MedMNIST split."""
+    """Probabilities (calibrated like :func:`classify`) for inputs already in model space
+    (N, C, *spatial), e.g. a MedMNIST split."""
     import torch
 
     net = bundle.network.eval()
     act = activation(bundle)
+    temperature, _ = calibration(bundle)
     out = []
     with torch.no_grad():
         for s in range(0, len(x), batch):
-            logits = net(torch.as_tensor(np.asarray(x[s:s + batch], np.float32)))
+            logits = net(torch.as_tensor(np.asarray(x[s:s + batch], np.float32))) / temperature
             out.append((torch.sigmoid(logits) if act == "sigmoid" else torch.softmax(logits, 1)).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

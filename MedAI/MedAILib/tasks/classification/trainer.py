@@ -132,8 +132,10 @@ class _Augmented(torch.utils.data.Dataset):
 
 # ------------------------------------------------------------------------------------ inference
 @torch.no_grad()
-def predict_proba(net: torch.nn.Module, x: np.ndarray, tta: bool = False, batch: int = 64) -> np.ndarray:
-    """Softmax probability of class 1 for (N,1,D,D,D) inputs; ``tta`` averages the 8 axis flips."""
+def predict_proba(net: torch.nn.Module, x: np.ndarray, tta: bool = False, batch: int = 64,
+                  temperature: float = 1.0) -> np.ndarray:
+    """Softmax probability of class 1 for (N,1,D,D,D) inputs; ``tta`` averages the 8 axis flips;
+    ``temperature`` divides the logits first (the bundle's calibration)."""
     net.eval()
     flips = [()]
     if tta:
@@ -141,7 +143,7 @@ def predict_proba(net: torch.nn.Module, x: np.ndarray, tta: bool = False, batch:
     out = []
     for s in range(0, len(x), batch):
         xb = torch.as_tensor(x[s:s + batch])
-        p = sum(torch.softmax(net(xb.flip(f) if f else xb), 1)[:, 1] for f in flips) / len(flips)
+        p = sum(torch.softmax(net(xb.flip(f) if f else xb) / temperature, 1)[:, 1] for f in flips) / len(flips)
         out.append(p.numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -406,11 +408,22 @@ def load_bundle_network(bundle) -> torch.nn.Module:
     return net.eval()
 
 
-def evaluate_bundle(bundle, data, split="test", tta=False, threshold=0.5, limit=None) -> dict:
+def bundle_calibration(bundle) -> tuple:
+    """(temperature, decision threshold) stored in the bundle's configs/medai.json (1.0, 0.5 if absent)."""
+    f = Path(bundle) / "configs" / "medai.json"
+    cfg = json.loads(f.read_text()) if f.exists() else {}
+    return float(cfg.get("temperature", 1.0)), float(cfg.get("decision_threshold", 0.5))
+
+
+def evaluate_bundle(bundle, data, split="test", tta=False, threshold=None, limit=None) -> dict:
+    """Metrics of a bundle folder on a MedMNIST split, with its calibration; ``threshold`` defaults to
+    the bundle's operating point."""
     from MedAILib.tasks.classification.metrics import classification_metrics
 
+    temperature, stored = bundle_calibration(bundle)
+    threshold = stored if threshold is None else threshold
     x, y = load_split(data, split, limit)
-    p = predict_proba(load_bundle_network(bundle), x, tta=tta)
+    p = predict_proba(load_bundle_network(bundle), x, tta=tta, temperature=temperature)
     return classification_metrics(y, p, threshold=threshold, class_names=[CLASS_NAMES[k] for k in sorted(CLASS_NAMES)])
 
 
@@ -435,16 +448,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/train/last.pt")
     p.add_argument("--stop-after", type=int, default=None, help="stop after N epochs of this run (resume later)")
     p.add_argument("--no-bundle", action="store_true", help="train only; do not write the bundle")
-    p.add_argument("--threshold", type=float, default=0.5, help="P(class 1) at or above which class 1 is predicted")
+    p.add_argument("--operating-point", choices=("youden", "sensitivity"), default="youden",
+                   help="how the decision threshold is chosen on the validation split (after temperature scaling)")
+    p.add_argument("--target-sensitivity", type=float, default=None,
+                   help="with --operating-point sensitivity: the sensitivity to reach on validation")
     p.add_argument("--card-notes", default=None, help="markdown file appended to the model card (what was tried)")
 
 
-def finalize(out, data, summary: dict, command: str, notes: str = "", threshold: float = 0.5,
-             weights=None) -> dict:
-    """Write the bundle from the run's best weights, then measure val and (once) test for its card.
+def finalize(out, data, summary: dict, command: str, notes: str = "", method: str = "youden",
+             target_sensitivity: float | None = None, weights=None) -> dict:
+    """Write the bundle from the run's best weights, calibrate it on val (temperature + operating
+    point, :mod:`MedAILib.tasks.classification.calibration`), then measure test once for its card.
 
     ``weights`` defaults to ``<out>/train/final_best.pt`` (the run that trained into ``out``).
     """
+    from MedAILib.tasks.classification import calibration
     from MedAILib.tasks.classification.metrics import format_metrics
     from MedAILib.tasks.classification.model_card import model_card
 
@@ -452,17 +470,15 @@ def finalize(out, data, summary: dict, command: str, notes: str = "", threshold:
     sd = torch.load(weights or out / "train" / "final_best.pt", weights_only=True)
     write_bundle(out, sd, summary["network_def"], summary["size"],
                  extra_meta={"training": {k: summary[k] for k in ("network", "epochs", "lr", "augment", "seed",
-                                                                    "best_epoch", "best_auc")},
-                             "decision_threshold": threshold})
-    val = evaluate_bundle(out, data, "val", threshold=threshold, limit=summary.get("limit"))
-    test = evaluate_bundle(out, data, "test", threshold=threshold, limit=summary.get("limit"))
+                                                                    "best_epoch", "best_auc")}})
+    result = calibration.calibrate(out, data, method, target_sensitivity, limit=summary.get("limit"))
+    calibration.store(out, result, data)
     model = out / "models" / "model.pt"
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    (out / "docs" / "README.md").write_text(model_card(summary, val, test, command, model.stat().st_size, sha, notes))
-    (out / "docs" / "metrics.json").write_text(json.dumps({"val": val, "test": test}, indent=1) + "\n")
-    print(format_metrics(val, "val split"))
-    print(format_metrics(test, "test split"))
-    return {"val": val, "test": test, "sha256": sha}
+    (out / "docs" / "README.md").write_text(model_card(summary, result, command, model.stat().st_size, sha, notes))
+    print(format_metrics(result["val"], "val split"))
+    print(format_metrics(result["test"], "test split"))
+    return {**result, "sha256": sha}
 
 
 def run(args) -> int:
@@ -477,7 +493,8 @@ def run(args) -> int:
         command = getattr(args, "command_line", None) or "python -m MedAILib.tasks.classification.trainer " + " ".join(
             shlex.quote(a) for a in (getattr(args, "argv", None) or []))
         notes = Path(args.card_notes).read_text() if args.card_notes else ""
-        finalize(args.out, args.data, s, command, notes, threshold=args.threshold)
+        finalize(args.out, args.data, s, command, notes, method=args.operating_point,
+                 target_sensitivity=args.target_sensitivity)
     return 0
 
 
