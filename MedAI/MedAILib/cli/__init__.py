@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for path in SUBCOMMANDS:
         importlib.import_module(path).register(sub)
+    from MedAILib.client.command import add_server_arguments
+
+    add_server_arguments(sub)  # --server/--token-file: run the cases on a `medai serve` (cli/batch.py)
     return parser
 
 

@@ -163,10 +163,17 @@ class RemoteEngine:
 
     def create(self, argv: list, inputs: dict) -> RemoteJob:
         """Create a job, upload ``inputs`` ({name: local file}) and queue it."""
-        job = RemoteJob(self, self._json("POST", "/v1/jobs", {"argv": list(argv), "inputs": list(inputs)})["job"])
+        created = self._json("POST", "/v1/jobs", {"argv": list(argv), "inputs": list(inputs)})
+        job = RemoteJob(self, created["job"])
+        limit = created.get("max_upload_bytes")
         try:
             for name, path in inputs.items():
                 size = os.path.getsize(path)
+                if limit is not None and size > limit:  # said before sending, as the server would say after
+                    raise RemoteError(f"{name} ({size / 2**20:.1f} MiB compressed) is larger than the server's "
+                                      f"upload limit of {limit / 2**20:.0f} MiB",
+                                      "crop the image to the region needed, or ask the administrator to raise "
+                                      "--max-upload-mb")
                 with open(path, "rb") as f:
                     self._open("PUT", f"/v1/jobs/{job.id}/inputs/{urllib.parse.quote(name)}", data=f,
                                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},

@@ -153,6 +153,7 @@ class Engine:
         self.warm.set()
         self.releases = 0  # idle GPU releases done (status)
         self.completed = 0
+        self.started_count = 0
         from MedAILib.models import bundle as bundle_module
 
         bundle_module.bundle_cache = self.cache
@@ -271,7 +272,10 @@ class Engine:
         from MedAILib.core.progress import job_cancel_scope
 
         job.started = time.time()
-        self.send(job, "started", device=job.device)
+        with self._lock:
+            self.started_count += 1
+            seq = self.started_count
+        self.send(job, "started", device=job.device, seq=seq)  # seq: the order jobs started in (all devices)
         rewrite = job.rewrite or (lambda line: line)
         lines = LineSink(lambda line: self.send(job, None, out=rewrite(line)))
         returncode = 1

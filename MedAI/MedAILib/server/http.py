@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
 from MedAILib.core.errors import MedAIError
 from MedAILib.server import protocol, remote_args
 from MedAILib.server.engine import WAITING, Engine, Job
@@ -65,9 +68,6 @@ def read_tokens(path) -> list:
 
 
 def create_app(engine: Engine, settings: Settings):
-    from fastapi import Depends, FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-
     app = FastAPI(title="MedAI engine", version=protocol.engine_version())
     settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     lock = threading.Lock()
