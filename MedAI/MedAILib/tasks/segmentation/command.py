@@ -16,11 +16,12 @@ from MedAILib.cli import batch
 from MedAILib.cli.batch import input_stem as case_name  # noqa: F401 - the case name rule, for evaluators
 from MedAILib.core.atomic import full_suffix
 from MedAILib.core.errors import InputError, MedAIError
+from MedAILib.tasks.segmentation import clinical
 
 # --format -> suffix of the outputs in a folder; the ".seg." part tells them from images, so a
 # second run over the same folder never takes them as inputs.
-FORMATS = {"seg.nrrd": ".seg.nrrd", "nii.gz": ".seg.nii.gz"}
-ONE_FILE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd")  # -o naming one output file
+FORMATS = {"seg.nrrd": ".seg.nrrd", "nii.gz": ".seg.nii.gz", "dicom-seg": ".seg.dcm"}  # dicom-seg: DICOM inputs
+ONE_FILE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".dcm")  # -o naming one output file
 
 
 def register(sub) -> None:
@@ -38,6 +39,7 @@ def register(sub) -> None:
                    help="remove pieces smaller than this volume")
     p.add_argument("--preview", help="PNG preview path (batch: a folder, one PNG per case)")
     batch.add_arguments(p)
+    clinical.add_arguments(p)  # --series, --surfaces, --tta, --accept-input-warnings (tasks/segmentation/clinical.py)
     p.add_argument("--trust", action="append", default=[], metavar="PATH",
                    help="trust this bundle folder (its config can run code); remembered until its configs change")
     p.add_argument("--mirror", help="base URL of a model mirror (or set MEDAI_MIRROR)")
@@ -77,7 +79,8 @@ def csv_columns(rows: list) -> list:
     """The CSV report: the common columns, then one volume column per label."""
     labels = sorted({k for r in rows for k in (r.get("label_volumes_ml") or {})})
     return batch.default_csv_columns(rows) + [
-        (f"{label}_ml", lambda r, label=label: (r.get("label_volumes_ml") or {}).get(label)) for label in labels]
+        (f"{label}_ml", lambda r, label=label: (r.get("label_volumes_ml") or {}).get(label)) for label in labels
+    ] + clinical.csv_columns(rows)
 
 
 def run(args) -> int:
@@ -103,23 +106,29 @@ def _run(args, b: batch.Batch) -> int:
         spec, labels = input_spec(bundle), [l.name for l in bundle.labels]
     _check_structures(_structures(args), labels, spec["model"])
     out = Path(args.output)
-    cases = batch.find_cases(args.inputs, spec["n_inputs"], output_folders=[out.parent if _one_file(out) else out],
-                             output_suffixes=[FORMATS[args.format]], exclude=[out])
+    entry = clinical.catalogue_entry(args.model, bundle)
+    cases, studies = clinical.find_cases(args, spec, lambda: batch.find_cases(
+        args.inputs, spec["n_inputs"], output_folders=[out.parent if _one_file(out) else out],
+        output_suffixes=[FORMATS[args.format]], exclude=[out]))
     several = len(cases) > 1
-    b.plan(cases, lambda case: {
-        "output": batch.place(out, case, FORMATS[args.format], several, ONE_FILE_SUFFIXES),
-        "preview": batch.place(args.preview, case, ".png", several)})
+    b.plan(cases, lambda case: clinical.plan_outputs(args, case, several, FORMATS, ONE_FILE_SUFFIXES))
 
     def one(case, progress):
         nonlocal bundle
-        volumes = _read_and_check(case.inputs, spec)
+        extra = {}
+        if case.name in studies:  # a DICOM study: series chosen per model input, reason logged and reported
+            volumes, extra = clinical.read_study_case(studies[case.name], spec, entry, args, progress.log)
+        else:
+            volumes = _read_and_check(case.inputs, spec)
+        extra["warnings"] = clinical.domain_warnings(volumes, spec, entry, args)
+        for w in extra["warnings"]:
+            b.warn(case, w, kind="domain")
         if bundle is None:
             try:
                 bundle = resolve_model(args.model, fast=args.fast, trust_paths=args.trust, progress=progress)
             except MedAIError as e:
                 raise batch.StopBatch(e) from e  # the model itself cannot run: one error for the command
-        row = run_case(case.inputs, bundle, case.outputs["output"], args, progress, case.outputs.get("preview"),
-                       volumes=volumes)
+        row = clinical.run_case(case, bundle, volumes, args, progress, spec, extra, _structures(args), several)
         vols = ", ".join(f"{k} {v:.2f} mL" for k, v in row["label_volumes_ml"].items())
         b.say(f"{case.name}: {row['output']} (on {row['device']}; {vols})")
         return row
