@@ -20,6 +20,7 @@ SUBCOMMANDS = [
     "MedAILib.tasks.synthesis.command",
     "MedAILib.tasks.registration.command",
     "MedAILib.tasks.fusion.command",
+    "MedAILib.tasks.preprocessing.command",
     "MedAILib.cli.evaluate",
     "MedAILib.cli.train",
     "MedAILib.cli.demo",
