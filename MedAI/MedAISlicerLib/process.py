@@ -82,44 +82,54 @@ class ProcessResult:
         return f"The MedAI engine stopped with exit code {self.returncode}.\n{tail}"
 
 
-class EngineProcess:
-    """One run of ``medai <subcommand> ... --progress json``.
+class EngineJob:
+    """One engine run seen from Slicer, however it reaches the engine: a one-shot process
+    (:class:`EngineProcess`), the warm local engine or a server (:mod:`.engine_client`). Subclasses
+    start the work (``_launch``), stop it (``_stop_work``) and feed the lines the command prints
+    into ``self._lines`` (``None`` at the end); everything else is shared.
 
     Callbacks (all called from ``poll()``, i.e. the caller's thread):
     ``on_progress(fraction, message, eta_s)``, ``on_log(text)``, ``on_event(dict)`` for every JSON
     event, ``on_finished(ProcessResult)`` once at the end. ``cleanup_dirs`` are removed when the run
     ends, whatever the outcome.
 
-    ``prepare`` (optional) runs in a worker thread before the process starts, e.g. writing the
+    ``prepare`` (optional) runs in a worker thread before the work starts, e.g. writing the
     input files: a CT-sized write would otherwise block Slicer's main thread for up to seconds.
     ``start()`` then returns at once; ``poll()`` reports the run as going while it prepares; a
-    ``cancel()`` meanwhile finishes the run as cancelled at once, the process is never started and
+    ``cancel()`` meanwhile finishes the run as cancelled at once, the work is never started and
     the worker removes ``cleanup_dirs`` again when its write ends (``wait()`` waits for that).
     """
 
-    def __init__(self, command: list, env: Optional[dict] = None, cwd=None,
-                 on_progress: Optional[Callable] = None, on_log: Optional[Callable] = None,
+    def __init__(self, command: list, on_progress: Optional[Callable] = None, on_log: Optional[Callable] = None,
                  on_event: Optional[Callable] = None, on_finished: Optional[Callable] = None,
                  cleanup_dirs=(), prepare: Optional[Callable[[], None]] = None):
         self.command = [str(c) for c in command]
-        self.env = env if env is not None else engine_environment()
-        self.cwd = cwd
         self.on_progress, self.on_log, self.on_event, self.on_finished = on_progress, on_log, on_event, on_finished
         self.cleanup_dirs = [Path(d) for d in cleanup_dirs]
         self.result = ProcessResult()
-        self._proc: Optional[subprocess.Popen] = None
         self._lines: "queue.Queue" = queue.Queue()
-        self._reader: Optional[threading.Thread] = None
+        self._launched = False
         self._finished = False
         self.prepare = prepare
         self._preparer: Optional[threading.Thread] = None
         self._prepare_error: Optional[BaseException] = None
-        self._lock = threading.Lock()  # orders "cancelled?" against "start the process" across threads
+        self._lock = threading.Lock()  # orders "cancelled?" against "start the work" across threads
+
+    # --- to implement --------------------------------------------------------------------------
+    def _launch(self) -> None:  # start the work; its lines go to self._lines, then None
+        raise NotImplementedError
+
+    def _stop_work(self) -> None:  # stop started work; its output must still end with None
+        raise NotImplementedError
+
+    def _returncode(self) -> Optional[int]:
+        return None
 
     # --- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "EngineProcess":
+    def start(self) -> "EngineJob":
         if self.prepare is None:
             self._launch()
+            self._launched = True
         else:
             self._preparer = threading.Thread(target=self._prepare_then_launch, name="medai-input-writer",
                                               daemon=True)
@@ -127,95 +137,76 @@ class EngineProcess:
         return self
 
     def _prepare_then_launch(self):
-        """Worker thread: run ``prepare`` then start the process, unless cancelled meanwhile."""
+        """Worker thread: run ``prepare`` then start the work, unless cancelled meanwhile."""
         try:
             self.prepare()
             with self._lock:
                 if not self.result.cancelled:
                     self._launch()
+                    self._launched = True
                     return
         except BaseException as e:  # noqa: BLE001 - reported to the caller's thread by poll()
             self._prepare_error = e
-        # cancelled or failed: no process; remove what the write left (it may have re-created the folder)
+        # cancelled or failed: no work; remove what the write left (it may have re-created the folder)
         self._remove_temporary()
         self._lines.put(None)
 
-    def _launch(self):
-        kwargs = {}
-        if os.name == "posix":
-            kwargs["start_new_session"] = True  # own process group: cancel kills the whole tree
-        else:  # pragma: no cover - Windows
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-        try:
-            self._proc = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
-        except OSError:
-            self._remove_temporary()
-            raise
-        self._reader = threading.Thread(target=self._read, name="medai-output-reader", daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self._proc.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._proc.stdout.close()
-        self._lines.put(None)  # end of output
-
     @property
     def running(self) -> bool:
-        return (self._proc is not None or self._preparer is not None) and not self._finished
+        return (self._launched or self._preparer is not None) and not self._finished
 
-    def poll(self) -> bool:
-        """Deliver pending lines to the callbacks. Returns True while the run is still going."""
+    def poll(self, block_s: float = 0.0) -> bool:
+        """Deliver pending lines to the callbacks (waiting up to ``block_s`` for the first one).
+        Returns True while the run is still going."""
         if self._finished:
             return False
         ended = False
+        first = True
         while True:
             try:
-                line = self._lines.get_nowait()
+                line = self._lines.get(timeout=block_s) if first and block_s > 0 else self._lines.get_nowait()
             except queue.Empty:
                 break
+            first = False
             if line is None:
                 ended = True
                 break
             self._handle_line(line)
         if ended:
-            if self._proc is not None:
-                self._proc.wait()
+            self._work_ended()
             self._finish()
             return False
         return True
 
+    def _work_ended(self) -> None:  # the output has ended: e.g. reap the process
+        pass
+
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> ProcessResult:
-        """Block (polling) until the run ends; used by batch scripts and tests (``wait=True``)."""
+        """Block until the run ends; used by batch scripts and tests (``wait=True``). Lines are
+        handled as they arrive (no polling delay)."""
         t0 = time.monotonic()
-        while self.poll():
+        while self.poll(block_s=interval):
             if timeout is not None and time.monotonic() - t0 > timeout:
                 self.cancel()
                 raise TimeoutError(f"medai did not finish within {timeout} s")
-            time.sleep(interval)
         if self._preparer is not None:  # after a cancel while preparing: until its clean-up is done
             self._preparer.join()
         return self.result
 
     def cancel(self) -> None:
-        """Kill the process and every child it started; the run finishes as cancelled."""
+        """Stop the work; the run finishes as cancelled."""
         with self._lock:
-            if self._finished or (self._proc is None and self._preparer is None):
+            if self._finished or (not self._launched and self._preparer is None):
                 return
             self.result.cancelled = True
-            proc = self._proc
-        if proc is None:  # still writing the inputs: the process will never start; finish now
+            launched = self._launched
+        if not launched:  # still writing the inputs: the work will never start; finish now
             self._finish()
             return
-        kill_process_tree(self._proc)
-        self._proc.wait()
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        # Drain what was printed before the kill, then finish.
-        while self.poll():
-            time.sleep(0.01)
+        self._stop_work()
+        # Drain what was printed before the stop, then finish.
+        while self.poll(block_s=0.05):
+            pass
 
     # --- internals -------------------------------------------------------------------------------
     def _handle_line(self, line: str):
@@ -251,7 +242,7 @@ class EngineProcess:
 
     def _finish(self):
         self._finished = True
-        self.result.returncode = self._proc.returncode if self._proc is not None else None
+        self.result.returncode = self._returncode()
         if self._prepare_error is not None and not self.result.cancelled:
             e = self._prepare_error
             self.result.error = {"message": f"could not write the engine's input or start it: {e}",
@@ -266,6 +257,53 @@ class EngineProcess:
     def _remove_temporary(self):
         for d in self.cleanup_dirs:
             shutil.rmtree(d, ignore_errors=True)
+
+
+class EngineProcess(EngineJob):
+    """One run of ``medai <subcommand> ... --progress json`` in a process of its own (one-shot)."""
+
+    def __init__(self, command: list, env: Optional[dict] = None, cwd=None, **kwargs):
+        super().__init__(command, **kwargs)
+        self.env = env if env is not None else engine_environment()
+        self.cwd = cwd
+        self._proc: Optional[subprocess.Popen] = None
+        self._reader: Optional[threading.Thread] = None
+
+    def _launch(self):
+        kwargs = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True  # own process group: cancel kills the whole tree
+        else:  # pragma: no cover - Windows
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        try:
+            self._proc = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        except OSError:
+            self._remove_temporary()
+            raise
+        self._reader = threading.Thread(target=self._read, name="medai-output-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self._proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._proc.stdout.close()
+        self._lines.put(None)  # end of output
+
+    def _work_ended(self):
+        if self._proc is not None:
+            self._proc.wait()
+
+    def _stop_work(self):
+        """Kill the process and every child it started."""
+        kill_process_tree(self._proc)
+        self._proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def _returncode(self):
+        return self._proc.returncode if self._proc is not None else None
 
 
 def kill_process_tree(proc: subprocess.Popen) -> None:

@@ -1,5 +1,6 @@
 """The life cycle of one engine run seen from Slicer: nodes -> temporary files -> ``medai <subcommand>``
-in a separate process (:mod:`.process`) -> nodes. Shared by the MedAI, MedAISegment and MedAIFusion
+outside Slicer's process (the warm engine, a one-shot process or a server: :mod:`.engine_client`)
+-> nodes. Shared by the MedAI, MedAISegment and MedAIFusion
 logics: a subclass writes its inputs (``_arguments``) and loads its results (``_import``).
 ``_arguments`` may also return ``(args, prepare)``: ``prepare`` then runs in a worker thread before
 the engine starts (used to write large inputs off the GUI thread). Nodes a subclass makes while
@@ -17,8 +18,8 @@ from typing import Callable, Optional
 
 import slicer
 
-from . import nodes
-from .process import EngineProcess, engine_command, engine_environment
+from . import engine_client, nodes
+from .process import EngineJob, engine_environment
 
 
 class EngineRun:
@@ -35,7 +36,7 @@ class EngineRun:
         self.status = "created"
         self.errorText = ""
         self.tempDir = None
-        self.process: Optional[EngineProcess] = None
+        self.process: Optional[EngineJob] = None
         self._createdOutputs: list = []  # attribute names of nodes made by _import (see _newOutput)
 
     def _arguments(self):  # write inputs into self.tempDir, return the engine arguments (or (args, prepare))
@@ -64,10 +65,11 @@ class EngineRun:
             if isinstance(args, tuple):
                 args, prepare = args
             env = engine_environment(slicer.util.startupEnvironment())
-            self.process = EngineProcess(engine_command(self.subcommand, args, self.enginePrefix), env=env,
-                                         on_progress=self._onProgress, on_log=self._log, on_event=self._onEvent,
-                                         on_finished=self._onFinished, cleanup_dirs=[self.tempDir],
-                                         prepare=prepare)
+            # The warm engine, a one-shot process or a server (engine_client.settings): same events, same files.
+            self.process = engine_client.make_job(self.subcommand, args, env, self.tempDir, self.enginePrefix,
+                                                  on_progress=self._onProgress, on_log=self._log,
+                                                  on_event=self._onEvent, on_finished=self._onFinished,
+                                                  cleanup_dirs=[self.tempDir], prepare=prepare)
             self._log("Running: " + " ".join(self.process.command))
             self.process.start()
         except Exception:

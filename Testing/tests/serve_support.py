@@ -156,6 +156,20 @@ def big_volume(data_dir: Path, folder: Path) -> Path:
     return path
 
 
+def big_volume_flags() -> list:
+    """What the segment command needs to run the tiled volume: its field of view is far from the
+    model's training crops, which the input checks refuse unless told to accept it."""
+    import argparse
+
+    from MedAILib.cli import build_parser
+
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            options = action.choices["segment"]._option_string_actions
+            return ["--accept-input-warnings"] if "--accept-input-warnings" in options else []
+    return []
+
+
 def hippo_cases(data_dir: Path, n: int) -> list:
     folder = data_dir / "msd-hippocampus" / "imagesTr"
     return sorted(folder.glob("hippocampus_*.nii.gz"))[:n]

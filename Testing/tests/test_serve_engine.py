@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from serve_support import HIPPO, StdioEngine, big_volume, engine_env, labels, one_shot
+from serve_support import HIPPO, StdioEngine, big_volume, big_volume_flags, engine_env, labels, one_shot
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_cancel_takes_effect_within_one_window_batch(engine, data_dir, tmp_path)
     big = big_volume(data_dir, tmp_path)
     out = tmp_path / "big.seg.nrrd"
     engine.send(op="submit", job="long", argv=["segment", str(big), "-o", str(out), "--model", HIPPO,
-                                                "--device", "cpu", "--progress", "json"])
+                                                "--device", "cpu", "--progress", "json", *big_volume_flags()])
     seen = []
     engine.next(lambda m: "window batch 2/" in m.get("out", ""), timeout=300, seen=seen)
     total = int(json.loads([m for m in seen if "window batch 2/" in m.get("out", "")][0]["out"])["message"]

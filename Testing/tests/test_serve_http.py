@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_support import HIPPO, HttpServer, big_volume, engine_env, hippo_cases, labels, one_shot
+from serve_support import HIPPO, HttpServer, big_volume, big_volume_flags, engine_env, hippo_cases, labels, one_shot
 
 N_JOBS = 10
 SEG = ["--model", HIPPO, "--device", "cpu", "--progress", "json"]
@@ -78,7 +78,8 @@ def test_two_clients_ten_jobs_each_fair_order_own_cancel_identical_results(serve
         assert cl.hello()["version"]
     # Client C's long job occupies the engine while A and B queue theirs.
     big = _nrrd(big_volume(data_dir, tmp_path), tmp_path / "upload")
-    blocker = c.create(["segment", f"@in/{big.name}", "-o", "@out/big.seg.nrrd", *SEG], {big.name: str(big)})
+    blocker = c.create(["segment", f"@in/{big.name}", "-o", "@out/big.seg.nrrd", *SEG, *big_volume_flags()],
+                       {big.name: str(big)})
     c_msgs, streamed = [], threading.Event()
 
     def follow_c():

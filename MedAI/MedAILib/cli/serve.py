@@ -134,6 +134,7 @@ def _serve_http(args, engine, log_stream) -> int:
     except OSError as e:
         raise InputError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}",
                          "choose another --port, or stop the program using it") from e
+    sock.listen(2048)  # before "ready": a client connecting at once waits in the backlog, is never refused
     port = sock.getsockname()[1]
     scheme = "https" if args.ssl_certfile else "http"
     host = f"[{args.host}]" if ":" in args.host else args.host
