@@ -39,6 +39,12 @@ def find_cases(args, spec: dict, ordinary):
     from MedAILib.cli.batch import IMAGE_SUFFIXES
     from MedAILib.tasks.segmentation.studies import find_studies, study_cases
 
+    if args.format == "dicom-seg":  # checked before anything is read: it needs the source instances
+        files = [p for p in args.inputs if not Path(p).is_dir()]
+        if files:
+            raise InputError(f"--format dicom-seg needs DICOM inputs, but {files[0]} is not a DICOM folder",
+                             "a DICOM SEG references the series it was computed from: give the DICOM folder, "
+                             "or use --format seg.nrrd / nii.gz")
     if getattr(args, "accept_input_warnings", False):
         spec["accept_input_warnings"] = True  # the same flag downgrades runtime.validation's sanity refusals
     studies = find_studies(args.inputs, IMAGE_SUFFIXES)
