@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from MedAILib.core.atomic import atomic_output
 from MedAILib.core.errors import OutputError
 from MedAILib.core.volume import Volume
 from MedAILib.io import read_segmentation, write_image
+from test_faults import _wait_for
 
 WRAPPER = r'''
 import os, sys, time
@@ -213,16 +213,6 @@ def _start(mode, args, env, tmp_path, **extra):
     env = dict(env, MEDAI_HOME=str(tmp_path / "home"), FAULT_MODE=mode, OMP_NUM_THREADS="1", **extra)
     return subprocess.Popen([sys.executable, "-c", WRAPPER, *map(str, args)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(proc, prefix, timeout=240):
-    lines, t0 = [], time.monotonic()
-    for line in proc.stdout:
-        lines.append(line.rstrip("\n"))
-        if line.startswith(prefix):
-            return lines
-        assert time.monotonic() - t0 < timeout, f"no {prefix!r} line within {timeout} s"
-    raise AssertionError(f"ended (rc {proc.wait()}) before {prefix!r}: {lines[-5:]}\n{proc.stderr.read()[-3000:]}")
 
 
 def test_killed_batch_resumes_cancelled_batch_reports_and_concurrent_run_is_refused(tmp_path, bundle, medai_env,

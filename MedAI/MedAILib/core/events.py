@@ -74,16 +74,22 @@ def emit(event: str, stream=None, **fields) -> None:
     stream.flush()
 
 
-def parse_line(line: str):
-    """The event dict of one output line, or None for anything else (a log line, broken JSON)."""
+def json_object(line: str):
+    """The JSON object on one line, or None for anything else (a log line, broken JSON)."""
     line = line.strip()
     if not line.startswith("{"):
         return None
     try:
-        event = json.loads(line)
+        value = json.loads(line)
     except ValueError:
         return None
-    return event if isinstance(event, dict) and "event" in event else None
+    return value if isinstance(value, dict) else None
+
+
+def parse_line(line: str):
+    """The event dict of one output line, or None for anything else."""
+    event = json_object(line)
+    return event if event is not None and "event" in event else None
 
 
 def case_failure(event: dict):
