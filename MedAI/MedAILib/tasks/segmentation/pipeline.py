@@ -18,7 +18,7 @@ import torch
 from MedAILib.core.errors import InputError, ModelError
 from MedAILib.core.progress import CancelToken, Progress
 from MedAILib.core.volume import Volume
-from MedAILib.runtime.model_space import as_model_output, labels_from_model_space, to_model_space
+from MedAILib.runtime.model_space import STREAM_KEY, as_model_output, labels_from_model_space, to_model_space
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,17 @@ class SegmentResult:
 
 # --- the result on the input grid ----------------------------------------------------------------
 
-def labels_to_volume(labels_ijk: torch.Tensor, reference: Volume, label_infos) -> Volume:
-    arr = np.asarray(labels_ijk.detach().cpu())
-    if arr.ndim == 4:
-        arr = arr[0]
-    arr = np.rint(arr).astype(np.int16 if arr.max(initial=0) > 255 else np.uint8)
-    arr = np.ascontiguousarray(arr.transpose(2, 1, 0))  # IJK -> KJI
+def labels_to_volume(labels_ijk, reference: Volume, label_infos) -> Volume:
+    """Labels (a (1,) I, J, K tensor, or already a KJI integer array from the streamed way back) as a
+    labelmap Volume on ``reference``'s grid."""
+    if isinstance(labels_ijk, np.ndarray):  # streamed: KJI, integer, on the input grid
+        arr = labels_ijk
+    else:
+        arr = np.asarray(labels_ijk.detach().cpu())
+        if arr.ndim == 4:
+            arr = arr[0]
+        arr = np.rint(arr).astype(np.int16 if arr.max(initial=0) > 255 else np.uint8)
+        arr = np.ascontiguousarray(arr.transpose(2, 1, 0))  # IJK -> KJI
     if arr.shape != reference.array.shape[:3]:
         raise ModelError(f"the model's output grid {arr.shape} does not match the input {reference.array.shape}",
                          "the bundle's post-processing changes the grid; report this bundle")
@@ -79,7 +84,7 @@ def release_image_voxels(data: dict, bundle) -> dict:
     return dict(data, image=empty)
 
 
-def _postprocess(bundle, data: dict, logits) -> torch.Tensor:
+def _postprocess(bundle, data: dict, logits, progress: Optional[Progress] = None):
     """The bundle's own post-processing (minus saving); nearest-neighbour inverse if it has no Invertd.
 
     ``logits`` may be handed over in a one-element list, which is emptied: the network output is
@@ -100,6 +105,23 @@ def _postprocess(bundle, data: dict, logits) -> torch.Tensor:
     n_classes = int(logits.shape[0])
     d = {"image": data["image"], "pred": as_model_output(logits, data["image"])}
     del logits
+    plan = data.get(STREAM_KEY)
+    fused = _streamed_inverse_at(steps, bundle) if plan is not None else None
+    if fused is not None:  # Invertd + argmax slab by slab of the input grid (same labels, no dense grid)
+        from MedAILib.runtime.streaming import Unsupported, invert_to_labels
+
+        for t in steps[:fused]:
+            d = apply_transform(t, d, map_items=True, unpack_items=False)
+        steps = steps[fused:]
+        try:
+            labels = invert_to_labels(d["pred"], data, plan, nearest=bool(steps[0].nearest_interp[0]),
+                                      progress=progress)
+        except Unsupported as e:
+            log.info("way back: MONAI's whole-volume path (%s)", e)
+        else:
+            if len(steps) == 2:  # nothing after the argmax
+                return labels
+            d["pred"], steps = _labels_as_pred(labels, data["image"]), steps[2:]
     for t in steps:
         d = apply_transform(t, d, map_items=True, unpack_items=False)
     pred = d["pred"]
@@ -109,6 +131,32 @@ def _postprocess(bundle, data: dict, logits) -> torch.Tensor:
     if not inverted:
         pred = labels_from_model_space(pred, data, bundle, n_classes=n_classes)
     return pred
+
+
+def _streamed_inverse_at(steps, bundle) -> Optional[int]:
+    """Index of an ``Invertd`` of the whole preprocessing (key "pred" from "image") directly followed
+    by a plain argmax, which :func:`MedAILib.runtime.streaming.invert_to_labels` computes together
+    slab by slab; None when the post-processing has no such pair."""
+    from monai.transforms import Invertd
+
+    from MedAILib.runtime.argmax import FastArgmaxd
+
+    for i, t in enumerate(steps[:-1]):
+        if (isinstance(t, Invertd) and tuple(t.keys) == ("pred",) and tuple(t.orig_keys) == ("image",)
+                and t.transform is bundle.preprocessing and isinstance(steps[i + 1], FastArgmaxd)
+                and tuple(steps[i + 1].transform.keys) == ("pred",) and t.post_func[0] is None):
+            return i
+    return None
+
+
+def _labels_as_pred(labels: np.ndarray, image):
+    """Streamed labels (KJI) as the (1, I, J, K) float MetaTensor ``AsDiscreted`` would hand to the
+    steps after it (e.g. a bundle's KeepLargestConnectedComponentd), on the input grid."""
+    from monai.data import MetaTensor
+
+    meta = {k: v for k, v in image.meta.items()}
+    meta["affine"] = image.meta.get("original_affine", image.affine)
+    return MetaTensor(torch.from_numpy(labels).permute(2, 1, 0)[None].float(), meta=meta)
 
 
 def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence[str]] = None,
@@ -162,8 +210,9 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
     del image
     data = release_image_voxels(data, bundle)
     cancel.check()
-    progress.stage(0.9, 1.0).update(0.0, "post-processing")
-    pred = _postprocess(bundle, data, logits)
+    post_progress = progress.stage(0.9, 1.0)
+    post_progress.update(0.0, "post-processing")
+    pred = _postprocess(bundle, data, logits, post_progress)
     labelmap = labels_to_volume(pred, volumes[0], label_infos)
     keep = {l.value for l in label_infos}
     arr = labelmap.array
