@@ -231,6 +231,144 @@ def loaded_image_keys(config: dict) -> list:
 SPATIAL_KEYS = ("spacing", "orientation", "intensity_window", "intensity_normalisation", "roi_size")
 
 
+# --------------------------------------------------------------------------------------------
+# what a bundle does: segmentation, or another task MedAI's segment command must not run
+# --------------------------------------------------------------------------------------------
+def bundle_task(meta: dict, config: dict) -> tuple:
+    """("segmentation" | "detection" | "classification", why) from the bundle's own files."""
+    outs = (meta.get("network_data_format") or {}).get("outputs") or {}
+    out = outs.get("pred") or next(iter(outs.values()), {}) or {}
+    otype, oformat = str(out.get("type", "")).lower(), str(out.get("format", "")).lower()
+    task = str(meta.get("task", "")).lower()
+    net = _target_name(_deref(config, config.get("network_def")) or {}) if isinstance(
+        _deref(config, config.get("network_def")), dict) else ""
+    if "detector" in config or "retinanet" in net.lower() or (otype == "object" and "box" in
+                                                                   str(meta.get("pred_classes", "")).lower()):
+        return "detection", "its network predicts boxes (detector / RetinaNet, outputs of type 'object')"
+    if oformat in ("classes", "classification", "probabilities") or otype in ("probabilities", "probability"):
+        return "classification", f"its output is '{otype or oformat}' ({oformat or otype}), one value per image"
+    if "segment" in task or oformat == "segmentation":
+        return "segmentation", "its output is a segmentation"
+    if "detect" in task:
+        return "detection", f"its task is '{meta.get('task')}'"
+    if "classif" in task:
+        return "classification", f"its task is '{meta.get('task')}'"
+    return "segmentation", "no other task declared"
+
+
+def require_segmentation(facts: dict, root) -> None:
+    task, why = bundle_task(facts["metadata"], facts["config"])
+    if task != "segmentation":
+        raise ModelError(f"{root} is a {task} bundle, not a segmentation model: {why}",
+                         "MedAI runs Model Zoo segmentation bundles; this one cannot be added to "
+                         "`medai segment`")
+
+
+# --------------------------------------------------------------------------------------------
+# label values from the bundle's own post-processing (run on a synthetic network output)
+# --------------------------------------------------------------------------------------------
+def learn_label_values(root, kind: str = "argmax", max_channels: int = 8) -> dict:
+    """{label value: sorted channel patterns producing it} by running the bundle's post-processing
+    (minus file I/O and Invertd) on a synthetic network output: every on/off combination of the
+    channels for sigmoid outputs, one winning channel per voxel for argmax outputs. Runs the
+    bundle's config: call only for a trusted bundle. Raises ModelError when it cannot be run."""
+    import itertools
+
+    import torch
+    from monai.bundle import ConfigParser
+    from monai.data import MetaTensor
+    from monai.transforms import Invertd, apply_transform
+
+    from MedAILib.models.bundle import IO_TRANSFORMS
+
+    root = Path(root)
+    meta = read_metadata(root)
+    outs = (meta.get("network_data_format") or {}).get("outputs") or {}
+    out = outs.get("pred") or next(iter(outs.values()), {})
+    n = int(out.get("num_channels") or len(_channel_names(out)) or 0)
+    if not 0 < n <= max_channels:
+        raise ModelError(f"cannot learn the label values of {root.name}: {n} output channels", "")
+    if kind == "sigmoid":
+        patterns = [p for p in itertools.product((0, 1), repeat=n)]
+    else:
+        patterns = [tuple(int(c == k) for c in range(n)) for k in range(n)]
+    logits = torch.tensor([[10.0 if p[c] else -10.0 for p in patterns] for c in range(n)]).reshape(n, len(patterns), 1, 1)
+    cfg_path = next((root / "configs" / c for c in CONFIG_NAMES if (root / "configs" / c).is_file()), None)
+    try:
+        parser = ConfigParser()
+        parser.read_meta(str(root / "configs" / "metadata.json"))
+        parser.read_config(str(cfg_path))
+        parser["bundle_root"] = str(root)
+        post = parser.get_parsed_content("postprocessing")
+        steps = [t for t in post.transforms if type(t).__name__ not in IO_TRANSFORMS and not isinstance(t, Invertd)]
+        affine = torch.eye(4, dtype=torch.float64)
+        d = {"pred": MetaTensor(logits, affine=affine), "image": MetaTensor(torch.zeros(1, len(patterns), 1, 1),
+                                                                              affine=affine)}
+        for t in steps:
+            d = apply_transform(t, d, map_items=True, unpack_items=False)
+        pred = torch.as_tensor(d["pred"])
+        if pred.shape[0] > 1:
+            pred = pred.argmax(0, keepdim=True)
+        values = [int(round(float(v))) for v in pred.reshape(-1)]
+    except Exception as e:  # noqa: BLE001 - any failure means "could not be determined"
+        raise ModelError(f"cannot run the post-processing of {root.name} on a synthetic output "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})", "") from e
+    mapping: dict = {}
+    for p, v in zip(patterns, values):
+        mapping.setdefault(v, []).append(p)
+    return mapping
+
+
+def labels_from_postprocessing(mapping: dict, channel_names: dict) -> list:
+    """Label entries (value, name, colour, terminology) from :func:`learn_label_values`: a value is
+    named after the channel(s) that alone produce it, "without" the channels that, added, change it."""
+    n = len(next(iter(next(iter(mapping.values())))))
+    produced = {tuple(p): v for v, ps in mapping.items() for p in ps}
+    labels = []
+    values = sorted(v for v in mapping if v != 0)
+    for i, v in enumerate(values):
+        alone = [c for c in range(n) if produced.get(tuple(int(k == c) for k in range(n))) == v]
+        if not alone:
+            name = f"label_{v}"
+        else:
+            name = " / ".join(channel_names.get(c, f"channel {c}") for c in alone)
+            beaten = [d for d in range(n) if d not in alone and all(
+                produced.get(tuple(int(k in (c, d)) for k in range(n)), v) != v for c in alone)]
+            if beaten:
+                name += " without " + ", ".join(channel_names.get(d, f"channel {d}") for d in beaten)
+        lab = {"value": v, "name": name, "color": label_colour(i, len(values))}
+        term = terminology_string(channel_names.get(alone[0], "")) if alone and len(alone) == 1 and not \
+            name.count(" without ") else None
+        if term:
+            lab["terminology"] = term
+        labels.append(lab)
+    return labels
+
+
+def check_label_values(entry: dict, root, say: Callable[[str], None] = print) -> dict:
+    """Make ``entry``'s labels what the bundle's post-processing really produces (trusted bundles
+    only): when the metadata's values disagree, the learned values and names replace them, and a
+    visible warning says so; when they cannot be learned, a warning says the labels are unchecked."""
+    meta = read_metadata(root)
+    outs = (meta.get("network_data_format") or {}).get("outputs") or {}
+    names = _channel_names(outs.get("pred") or next(iter(outs.values()), {}))
+    try:
+        mapping = learn_label_values(root, entry.get("output_kind", "argmax"))
+    except ModelError as e:
+        say(f"WARNING: the label values of {entry['id']} could not be determined ({e.message}); "
+            "its labels come from the metadata unchecked: compare them with a result before relying on them")
+        entry.setdefault("notes", []).append("label values not checked against the post-processing")
+        return entry
+    learned = labels_from_postprocessing(mapping, names)
+    if sorted(l["value"] for l in learned) != sorted(l["value"] for l in entry.get("labels", [])):
+        say(f"WARNING: {entry['id']}'s metadata says label values "
+            f"{', '.join(str(l['value']) for l in entry.get('labels', [])) or 'none'}, but its post-processing "
+            f"produces {', '.join(str(l['value']) + '=' + l['name'] for l in learned)}: using the post-processing's")
+        entry["labels"] = learned
+        entry.setdefault("notes", []).append("label values and names learned by running its post-processing")
+    return entry
+
+
 def bundle_facts(bundle) -> dict:
     """Everything we can learn from a bundle's files without running it (metadata + raw config)."""
     root = find_bundle_root(Path(bundle))
@@ -442,6 +580,7 @@ def add_bundle(source: str, assume_yes: bool = False, ask: Optional[Callable[[st
                 raise InputError(f"{source} is not a bundle folder, a zip or modelzoo:NAME@VERSION",
                                  "give the path of a MONAI bundle (folder with configs/metadata.json) or its .zip")
         facts = bundle_facts(folder)
+        require_segmentation(facts, source)  # detection/classification bundles are refused, not mis-run
         entry = entry_from_bundle(folder, model_id=model_id or (folder.name if folder.name != "x" else None),
                                   facts=facts)
         if zoo_entry:  # keep what the publisher says (URL, checksum, verified status, curated labels)
@@ -464,6 +603,8 @@ def add_bundle(source: str, assume_yes: bool = False, ask: Optional[Callable[[st
         shutil.rmtree(staging, ignore_errors=True)
     entry["source"]["location"] = str(target)
     trust_mod.trust(target, reason=f"added with `medai models add {source}`")
+    if not zoo_entry:  # trusted now: its own post-processing may run, and says which values it writes
+        check_label_values(entry, target, say)
     cat = load_user_catalogue()
     cat.setdefault("version", 1)
     cat["models"] = [m for m in cat.get("models", []) if m.get("id") != entry["id"]] + [entry]
