@@ -6,5 +6,14 @@ the Slicer modules translate MRML nodes to :class:`~MedAILib.core.volume.Volume`
 
 __version__ = "0.1.0"
 
-from MedAILib.core.errors import MedAIError  # noqa: F401
-from MedAILib.core.volume import LabelInfo, Volume  # noqa: F401
+# Loaded on first use (``MedAILib.Volume``): importing the package must not import numpy, so that
+# `medai models list` and the Slicer side's light imports start fast.
+_LAZY = {"MedAIError": "MedAILib.core.errors", "LabelInfo": "MedAILib.core.volume", "Volume": "MedAILib.core.volume"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

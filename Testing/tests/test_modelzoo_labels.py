@@ -108,3 +108,17 @@ def test_non_segmentation_bundles_are_refused_with_a_message(tmp_path, kind):
     with pytest.raises(ModelError, match=f"is a {kind} bundle, not a segmentation model"):
         modelzoo.add_bundle(str(root), assume_yes=True, say=lambda s: None)
     assert not (tmp_path / "medai_home" / "models" / kind).exists()
+
+
+def test_fast_variants_state_their_spacing_and_what_they_cost():
+    """Catalogue entries with a --fast variant (coarser Spacingd, applied by the bundle loader, see
+    test_segment.py::test_fast_mode_needs_catalogue_permission) say what it costs in Dice, or why that
+    was not measured; the fast spacing is coarser than the trained one on every axis."""
+    from MedAILib.models.catalogue import load_catalogue
+
+    fast = [e for e in load_catalogue() if e.raw["spatial"].get("fast_spacing")]
+    assert fast, "no model declares a fast mode"
+    for e in fast:
+        assert e.raw.get("fast_dice_cost"), e.id
+        base = e.raw["spatial"].get("spacing")
+        assert base and all(f > b for f, b in zip(e.raw["spatial"]["fast_spacing"], base)), e.id

@@ -28,7 +28,37 @@ SUBCOMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_named(argv) -> str | None:
+    """The subcommand word of ``argv`` (None for ``--help``, ``--version`` or no command)."""
+    for a in argv:
+        if a == "--debug":
+            continue
+        return None if a.startswith("-") else a
+    return None
+
+
+def _module_of(command: str) -> str | None:
+    """The one SUBCOMMANDS module that registers ``command``, found in its source text
+    (``add_parser("NAME"``) so that no other command's imports are paid; None when unsure."""
+    import importlib.util
+    import re
+
+    pattern = re.compile(r"""add_parser\(\s*["']%s["']""" % re.escape(command))
+    found = []
+    for path in SUBCOMMANDS:
+        try:
+            origin = importlib.util.find_spec(path).origin
+            with open(origin, encoding="utf-8") as f:
+                if pattern.search(f.read()):
+                    found.append(path)
+        except (ImportError, AttributeError, OSError, TypeError):
+            return None
+    return found[0] if len(found) == 1 else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only the module of that subcommand is imported (start-up time:
+    `medai models list` must not import torch, SimpleITK or another command's libraries)."""
     parser = argparse.ArgumentParser(
         prog="medai",
         description="MedAI: deep learning for medical images (segmentation, classification, "
@@ -37,17 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medai {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for path in SUBCOMMANDS:
+    module = _module_of(command) if command else None
+    for path in [module] if module else SUBCOMMANDS:
         importlib.import_module(path).register(sub)
-    from MedAILib.client.command import add_server_arguments
+    from MedAILib.server.protocol import JOB_COMMANDS
 
-    add_server_arguments(sub)  # --server/--token-file: run the cases on a `medai serve` (cli/batch.py)
+    if set(sub.choices) & set(JOB_COMMANDS):  # --server/--token-file: run the cases on a `medai serve`
+        from MedAILib.client.command import add_server_arguments
+
+        add_server_arguments(sub)
     return parser
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_command_named(argv))
     if "--debug" in argv:  # accept `medai info X --debug` as well as `medai --debug info X`
         argv = ["--debug"] + [a for a in argv if a != "--debug"]
     args = parser.parse_args(argv)

@@ -223,6 +223,8 @@ def _is_allocation_failure(error: Exception) -> bool:
 def _restore_nifti_non_finite(path: Path, volume: Volume) -> None:
     """ITK's NIfTI reader turns NaN voxels into 0 without a word; put them back (from nibabel) so
     that validation sees and reports them instead of a model silently reading zeros."""
+    if not np.issubdtype(volume.array.dtype, np.floating):
+        return  # integer voxels hold no NaN (and nibabel's import costs a second at start-up)
     import nibabel as nib
 
     try:

@@ -9,11 +9,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import jsonschema
-
 from MedAILib.core.paths import resources_dir
 from MedAILib.core.errors import ModelError
-from MedAILib.core.volume import LabelInfo
 from MedAILib.models.cache import medai_home
 
 
@@ -30,6 +27,8 @@ class CatalogueEntry:
 
     @property
     def label_infos(self) -> list:
+        from MedAILib.core.volume import LabelInfo  # numpy: only when labels are asked for
+
         return [LabelInfo.from_dict(d) for d in self.raw["labels"]]
 
     @property
@@ -100,6 +99,8 @@ def catalogue_validator(path: Optional[Path] = None):
     if key not in _VALIDATORS:
         schema = json.loads(path.read_text())
         _VALIDATORS.clear()
+        import jsonschema  # only when a catalogue text has not been validated before (start-up time)
+
         _VALIDATORS[key] = jsonschema.validators.validator_for(schema)(schema)
     return _VALIDATORS[key]
 
@@ -161,18 +162,18 @@ def read_catalogue_file(path: Path, origin: str) -> list:
         digest = hashlib.sha256(text + b"\0" + schema_path().read_bytes()).hexdigest()
         if not _known_valid(digest):
             # same error as jsonschema.validate (its best match), without re-checking the schema itself
+            import jsonschema
+
             error = jsonschema.exceptions.best_match(catalogue_validator().iter_errors(doc))
             if error is not None:
-                raise error
+                where = "/".join(str(p) for p in error.absolute_path)
+                raise ModelError(f"model catalogue {path} is invalid at {where or '(top)'}: {error.message[:300]}",
+                                 "fix the entry (schema: MedAILib/resources/catalogue.schema.json)")
             _remember_valid(digest)
     except json.JSONDecodeError as e:
         raise _unreadable(path, f"is not valid JSON ({e})", origin) from None
     except RecursionError:
         raise _unreadable(path, "is nested too deeply to be a catalogue", origin) from None
-    except jsonschema.ValidationError as e:
-        where = "/".join(str(p) for p in e.absolute_path)
-        raise ModelError(f"model catalogue {path} is invalid at {where or '(top)'}: {e.message[:300]}",
-                         "fix the entry (schema: MedAILib/resources/catalogue.schema.json)") from None
     return [CatalogueEntry(m, origin) for m in doc["models"]]
 
 

@@ -28,8 +28,6 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from tqdm import tqdm
-
 from MedAILib.core import limits
 from MedAILib.core.causes import describe_os_error
 from MedAILib.core.errors import DownloadError, ModelError, OutputError
@@ -200,6 +198,8 @@ def _fetch_with_resume(url, part: Path, size, progress, timeout, show_bar) -> No
                 length = resp.headers.get("Content-Length")
                 total = size or ((int(length) + start) if length is not None else None)
                 if bar is None and show_bar:
+                    from tqdm import tqdm  # only when a download shows a bar (start-up time)
+
                     bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                                desc=part.name[:-5], leave=False)
                 elif bar is not None:
