@@ -11,6 +11,11 @@ Every case builds its files in its own folder and says how it is run:
   cannot express with the models shipped today (wrong number of inputs, misaligned grids,
   unexpected label values).
 
+Issue 14's hostile scenarios (model ids and pack names, trust, size limits, credentials, damaged
+MedAI files and faults, input sanity) live in ``cli_scenarios.py``: each runs one whole ``medai``
+command with its own MEDAI_HOME and is judged on exit status, message, inputs, MEDAI_HOME and
+outputs; ``SCENARIOS`` below is that list.
+
 ``python Testing/badinputs/corpus.py --table`` prints the case table (Markdown);
 ``--build DIR`` writes every case under DIR.
 """
@@ -184,13 +189,13 @@ def _(d):
     return d / "c.nii.gz"
 
 
-@case("garbage-nii", "info", "could not be read", "random bytes named .nii")
+@case("garbage-nii", "info", "could not be read: it does not start like a NIfTI file", "random bytes named .nii")
 def _(d):
     (d / "g.nii").write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     return d / "g.nii"
 
 
-@case("truncated-nrrd", "info", "could not be read", "raw .nrrd cut in half")
+@case("truncated-nrrd", "info", "is truncated (the file ends early", "raw .nrrd cut in half")
 def _(d):
     b = write_sitk(mr_like(), d / "full.tmp.nrrd").read_bytes()
     (d / "full.tmp.nrrd").unlink()
@@ -198,7 +203,7 @@ def _(d):
     return d / "t.nrrd"
 
 
-@case("truncated-nrrd-gz", "info", "could not be read", "gzip .nrrd cut in half")
+@case("truncated-nrrd-gz", "info", "is truncated (its compressed data ends early", "gzip .nrrd cut in half")
 def _(d):
     b = write_sitk(mr_like(), d / "full.tmp.nrrd", compress=True).read_bytes()
     (d / "full.tmp.nrrd").unlink()
@@ -212,7 +217,7 @@ def _(d):
     return d / "c.nrrd"
 
 
-@case("truncated-mha", "info", "could not be read", ".mha cut in half")
+@case("truncated-mha", "info", "is truncated (the file ends early", ".mha cut in half")
 def _(d):
     b = write_sitk(mr_like(), d / "full.tmp.mha").read_bytes()
     (d / "full.tmp.mha").unlink()
@@ -220,7 +225,7 @@ def _(d):
     return d / "t.mha"
 
 
-@case("mhd-missing-data", "info", "could not be read", ".mhd whose .raw data file is missing")
+@case("mhd-missing-data", "info", "its data file m.raw (named in the header) is missing", ".mhd whose .raw data file is missing")
 def _(d):
     write_sitk(mr_like(), d / "m.mhd")
     for f in d.glob("m.*raw"):
@@ -228,7 +233,7 @@ def _(d):
     return d / "m.mhd"
 
 
-@case("nhdr-missing-data", "info", "could not be read", ".nhdr whose data file is missing")
+@case("nhdr-missing-data", "info", "(named in the header) is missing", ".nhdr whose data file is missing")
 def _(d):
     write_sitk(mr_like(), d / "n.nhdr")
     for f in d.iterdir():
@@ -322,7 +327,7 @@ def _(d):
     return d / "s.seg.nrrd"
 
 
-@case("empty-seg-nrrd", "info", "is not a readable segmentation file", "a 0-byte .seg.nrrd")
+@case("empty-seg-nrrd", "info", "is empty (0 bytes)", "a 0-byte .seg.nrrd")
 def _(d):
     (d / "s.seg.nrrd").write_bytes(b"")
     return d / "s.seg.nrrd"
@@ -499,6 +504,11 @@ def _(d):
     return lambda: check_inputs([v], {})
 
 
+# --- issue 14: whole-command scenarios (cli_scenarios.py) -------------------------------------------
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_scenarios import SCENARIOS  # noqa: E402
+
+
 # --- table ------------------------------------------------------------------------------------
 def build_all(root: Path) -> dict:
     """Build every case under ``root/<name>``; {name: path or callable}."""
@@ -521,6 +531,16 @@ def table(results: Optional[dict] = None) -> str:
     return "\n".join(rows) + "\n"
 
 
+def scenario_table(results: Optional[dict] = None) -> str:
+    """Markdown table of the issue-14 scenarios; ``results`` = {name: result text}."""
+    rows = ["| # | family | scenario | what | expected | result |", "|---|---|---|---|---|---|"]
+    for n, sc in enumerate(SCENARIOS, 1):
+        res = (results or {}).get(sc.name, "not run")
+        want = {"refuse": "refused: ", "warn": "warning: ", "ok": "done: "}[sc.expect] + sc.message
+        rows.append(f"| {n} | {sc.family} | {sc.name} | {sc.what} | {want} | {res} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", action="store_true", help="print the case table (Markdown)")
@@ -531,6 +551,7 @@ def main(argv=None) -> int:
         print(f"{len(CASES)} cases written under {args.build}")
     if args.table or not args.build:
         print(table())
+        print(scenario_table())
     return 0
 
 

@@ -62,7 +62,8 @@ def results():
 def write_table(results, tmp_path_factory):
     yield
     path = tmp_path_factory.getbasetemp() / "bad_input_corpus.md"
-    path.write_text("# Bad-input corpus\n\n" + corpus.table(results))
+    path.write_text("# Bad-input corpus\n\n" + corpus.table(results) + "\n## Issue 14 scenarios\n\n"
+                    + corpus.scenario_table(results))
     print(f"\nbad-input corpus table: {path}")
 
 
@@ -135,3 +136,83 @@ def test_table_generator_runs():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("\n| ") >= 40 and "expected message" in r.stdout
+
+
+# --- issue 14: whole-command scenarios (Testing/badinputs/cli_scenarios.py) ------------------------------
+# Each runs one `medai` command with its own MEDAI_HOME. In this process (MedAILib.cli.main) to save
+# an interpreter start per scenario, except faults, dropped permissions and memory limits (a process
+# of their own) and SUBPROCESS_TOO, which prove the same outcome through a real `medai` process.
+scenarios = corpus.SCENARIOS
+SUBPROCESS_TOO = ("pack-named-dotdot", "add-id-dotdot", "trust-planted-pyc", "mirror-password-segment-json",
+                  "catalogue-random-bytes", "segment-seg-nrrd", "labelmap-accepted-with-flag")
+
+
+def test_scenarios_cover_every_family():
+    from cli_scenarios import FAMILIES
+
+    assert len(scenarios) >= 60
+    assert len({sc.name for sc in scenarios}) == len(scenarios)
+    by_family = {f: [sc for sc in scenarios if sc.family == f] for f in FAMILIES}
+    assert all(len(v) >= 5 for v in by_family.values()), {f: len(v) for f, v in by_family.items()}
+    assert {sc.expect for sc in scenarios} == {"refuse", "warn", "ok"}
+
+
+@pytest.fixture(scope="module")
+def scenario_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("scenarios")
+
+
+def _expected_status(sc) -> str:
+    return {"refuse": "clean", "warn": "warned", "ok": "clean"}[sc.expect]
+
+
+@pytest.mark.parametrize("sc", scenarios, ids=lambda sc: sc.name)
+def test_scenario(sc, scenario_root, results):
+    import cli_scenarios
+
+    o = cli_scenarios.run(sc, scenario_root, REPO / "MedAI", inprocess=True)
+    if o.status == "skipped":
+        results[sc.name] = f"skipped: {o.detail}"
+        pytest.skip(o.detail)
+    results[sc.name] = f"{o.status}: {o.detail[:120]}"
+    assert o.status == _expected_status(sc), f"{o.status}: {o.detail}\n--- stderr:\n{o.stderr[-1500:]}"
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_TOO)
+def test_scenario_in_a_medai_process(name, scenario_root, results):
+    import cli_scenarios
+
+    sc = next(s for s in scenarios if s.name == name)
+    o = cli_scenarios.run(sc, scenario_root / "subprocess", REPO / "MedAI", inprocess=False)
+    results[sc.name] = results.get(sc.name, "") + f" | subprocess: {o.status}"
+    assert o.status == _expected_status(sc), f"{o.status}: {o.detail}\n--- stderr:\n{o.stderr[-1500:]}"
+
+
+def test_scenario_judge_sees_failures(tmp_path):
+    """The judge itself: an accepted refusal, a traceback, a changed input, a lost MEDAI_HOME file and a
+    shown secret are each reported (so a passing scenario could have failed)."""
+    import cli_scenarios as cs
+
+    sc = cs.Scenario("x", "names", "refuse", "is not allowed", "", lambda d, h: None)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "keep.txt").write_text("x")
+    inp = tmp_path / "in.txt"
+    inp.write_text("a")
+    r = cs.Run([], inputs=[inp], secrets=("S3cret",))
+    before_i, before_h = cs.snapshot([inp]), cs._home_snapshot(home)
+
+    def judge(rc, out="", err=""):
+        return cs.judge(sc, r, subprocess.CompletedProcess([], rc, out, err), before_i, before_h, home).status
+
+    assert judge(2, err="medai: error: id '..' is not allowed — what to do: x") == "clean"
+    assert judge(0) == "accepted"
+    assert judge(1, err="medai: internal error: KeyError") == "crash"
+    assert judge(2, err="medai: error: something else") == "wrong-message"
+    assert judge(2, err="medai: error: id is not allowed https://S3cret@host") == "leak"
+    inp.write_text("b")
+    assert judge(2, err="medai: error: id '..' is not allowed") == "data-loss"
+    inp.write_text("a")
+    (home / "keep.txt").unlink()
+    assert judge(2, err="medai: error: id '..' is not allowed") == "data-loss"
+

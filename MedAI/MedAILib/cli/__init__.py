@@ -107,11 +107,25 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("medai: interrupted", file=sys.stderr)
         return 130
+    except (OSError, MemoryError) as e:  # a file problem or memory: say which file and why, never "internal"
+        if args.debug:
+            raise
+        from MedAILib.core.causes import describe_os_error
+
+        message, hint = (describe_os_error(e) if isinstance(e, OSError) else
+                         ("this computer ran out of memory (the input is too large for it)",
+                          "close other programs, use a smaller (cropped or downsampled) input, or a bigger computer"))
+        from MedAILib.core.redact import redact
+
+        print(redact(f"medai: error: {message} — what to do: {hint}"), file=sys.stderr)
+        return 2
     except Exception as e:  # unexpected: still one line unless --debug
         if args.debug:
             raise
-        print(f"medai: internal error: {type(e).__name__}: {e} — what to do: run again with --debug "
-              "and report the output", file=sys.stderr)
+        from MedAILib.core.redact import redact
+
+        print(redact(f"medai: internal error: {type(e).__name__}: {e} — what to do: run again with --debug "
+                     "and report the output"), file=sys.stderr)
         return 1
 
 

@@ -20,6 +20,9 @@ def register(sub) -> None:
                         "exit non-zero with the reason when the image would be refused")
     p.add_argument("--modality", help="with --check: the modality a model expects (CT or MR)")
     p.add_argument("--allow-2d", action="store_true", help="with --check: accept single-slice images")
+    p.add_argument("--accept-input-warnings", action="store_true",
+                   help="with --check: report the sanity findings (label map, absurd outliers, too thin, anisotropic, "
+                        "sheared) as warnings instead of refusing the image")
     p.set_defaults(func=run)
 
 
@@ -54,6 +57,7 @@ def run(args) -> int:
         from MedAILib.runtime.validation import check_inputs
 
         warnings = check_inputs([volume], {"n_inputs": 1, "modality": args.modality, "allow_2d": args.allow_2d,
+                                           "accept_input_warnings": args.accept_input_warnings,
                                            "model": f"a model for {args.modality}" if args.modality else "a model"})
     info = describe(volume)
     if args.check:

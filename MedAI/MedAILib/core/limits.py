@@ -51,13 +51,21 @@ def limit(name: str) -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / 1024 ** 3:.2f} GiB" if n >= 1 << 30 else f"{n / 1024 ** 2:.1f} MiB"
+    if n >= 1 << 30:
+        return f"{n / 1024 ** 3:.2f} GiB"
+    if n >= 1 << 20:
+        return f"{n / 1024 ** 2:.1f} MiB"
+    return f"{int(n):,} bytes"
 
 
 def _raise_hint(name: str, needed: int) -> str:
-    suggestion = max(needed, DEFAULTS[name]) * 2 if name != "MEDAI_MAX_PACK_RATIO" else needed + 1
-    return (f"if it really is this large and this computer has the memory and disk, raise the limit, e.g. "
-            f"`export {name}={suggestion}` (or crop/downsample the image, or get the file again: its header may be wrong)")
+    suggestion = max(needed, DEFAULTS[name]) * 2
+    if name.startswith("MEDAI_MAX_PACK"):
+        return (f"get the pack from its official source; if you trust it and have the disk space, raise the limit, "
+                f"e.g. `export {name}={suggestion}`")
+    return (f"if the image really is this large and this computer has the memory, raise the limit, e.g. "
+            f"`export {name}={suggestion}`; otherwise crop or downsample it, or get the file again (its header "
+            "may be wrong)")
 
 
 def check_image_size(name: str, size, bytes_per_voxel: int) -> None:
@@ -107,3 +115,11 @@ def check_pack_size(name: str, member_sizes, packed_size: int) -> int:
                 f"get the pack from its official source; if you trust it, raise the limit, e.g. "
                 f"`export MEDAI_MAX_PACK_RATIO={int(ratio) + 1}`")
     return total
+
+
+def physical_memory_bytes() -> int:
+    """Total RAM of this computer (os.sysconf; psutil is not a dependency). 0 when unknown."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # not POSIX (Windows): unknown
+        return 0

@@ -134,8 +134,7 @@ def _check_nifti_complete(path: Path) -> None:
 def check_header_size(path: Path) -> None:
     """Read the header only (SimpleITK ``ReadImageInformation``) and refuse, before anything is
     allocated, an image over MedAI's size limits (:mod:`MedAILib.core.limits`) or this computer's RAM."""
-    from MedAILib.core.limits import check_image_size
-    from MedAILib.runtime.validation import physical_memory_bytes
+    from MedAILib.core.limits import check_image_size, physical_memory_bytes
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))

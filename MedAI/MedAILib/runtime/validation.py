@@ -17,6 +17,20 @@ as warnings.
 - ``max_spacing_mm`` (default 100), ``memory_factor`` (default 12: float32 copies the
   pre-processing, network activations and post-processing need per input voxel),
   ``model`` (a name used in messages).
+- ``accept_input_warnings`` (bool): turn the *sanity* refusals below into warnings. Also on when
+  the environment variable ``MEDAI_ACCEPT_INPUT_WARNINGS`` is 1 (what the commands' flag
+  ``--accept-input-warnings`` sets, so every check of the run, CLI pre-check and pipeline, agrees).
+- ``sanity`` (bool, default True): run the sanity checks at all.
+
+Sanity checks (issue 14): inputs that read fine and have valid values but on which a model would
+answer nonsense without a word. Always refused (no flag helps): a segmentation given as the image
+(a ``.seg.nrrd``, a DICOM SEG/RTSTRUCT/other non-image object). Refused unless accepted (then a
+warning): a volume that looks like a label map (integer values, at most ``LABELMAP_MAX_VALUES``
+distinct ones, or up to ``LABELMAP_MAX_CLASSES`` in uniform regions); absurd outliers (a value more than ``OUTLIER_FACTOR`` times the 99.9th percentile of
+the non-zero magnitudes: one voxel of 1e30 wrecks intensity normalisation); fewer than
+``MIN_SLICES`` voxels along an axis (too thin for a 3D network's receptive field); voxels more than
+``MAX_ANISOTROPY`` times longer along one axis than another (0.1 x 0.1 x 20 mm); a sheared
+direction matrix (axes not at right angles, e.g. an uncorrected gantry tilt).
 
 The modality heuristic (documented because it can be wrong, see :func:`guess_modality`):
 CT in Hounsfield units has air at about -1000 and fat below 0; MR intensities are arbitrary but
@@ -35,10 +49,27 @@ from pathlib import Path
 import numpy as np
 
 from MedAILib.core.errors import InputError
+from MedAILib.core.limits import physical_memory_bytes as _physical_memory_bytes
 
 MAX_SPACING_MM = 100.0
 MIN_SPACING_MM = 1e-3
 DEFAULT_MEMORY_FACTOR = 12
+
+# --- sanity limits (see module doc; each was chosen to pass every real image in the test data) ----
+ACCEPT_FLAG = "--accept-input-warnings"
+ACCEPT_ENV = "MEDAI_ACCEPT_INPUT_WARNINGS"
+LABELMAP_MAX_VALUES = 8      # a real scan has hundreds of distinct values; a label map a handful
+LABELMAP_MAX_CLASSES = 1000  # ... or many classes (TotalSegmentator: 117) when it is piecewise constant:
+LABELMAP_MIN_CONSTANT = 0.7  # fraction of equal foreground neighbours (label maps >= 0.78, scans <= 0.07)
+OUTLIER_FACTOR = 1000.0      # times the 99.9th percentile of |non-zero voxels|
+MIN_SLICES = 4               # voxels along the thinnest axis
+MAX_ANISOTROPY = 30.0        # largest / smallest voxel spacing (0.4 x 0.4 x 5 mm = 12.5 passes)
+SHEAR_TOLERANCE = 1e-3       # |cos| of the angle between two voxel axes (0.06 degrees)
+# DICOM Modality values of objects that are not images a model can segment
+NOT_IMAGE_MODALITIES = {"SEG": "a DICOM Segmentation object (SEG)", "RTSTRUCT": "a DICOM RT structure set",
+                        "RTPLAN": "a DICOM RT plan", "SR": "a DICOM structured report", "PR": "a DICOM presentation state",
+                        "KO": "a DICOM key-object selection", "REG": "a DICOM registration object",
+                        "RWV": "a DICOM real-world value mapping", "DOC": "a DICOM encapsulated document"}
 
 # dtypes models take as they are (MONAI casts to float32 on the way in)
 _NATIVE = {np.dtype(t) for t in (np.uint8, np.int8, np.int16, np.uint16, np.int32, np.float32)}
@@ -56,11 +87,8 @@ def _name(volume, index: int, spec: dict) -> str:
 
 
 def physical_memory_bytes() -> int:
-    """Total RAM of this computer (os.sysconf; psutil is not a dependency). 0 when unknown."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # not POSIX (Windows): unknown
-        return 0
+    """Total RAM of this computer (:func:`MedAILib.core.limits.physical_memory_bytes`); 0 when unknown."""
+    return _physical_memory_bytes()
 
 
 def estimate_memory_bytes(n_voxels: int, factor: float = DEFAULT_MEMORY_FACTOR, bytes_per_voxel: int = 4) -> int:
@@ -223,16 +251,180 @@ def _check_modality(volume, name: str, wanted: str, spec: dict, warnings: list) 
 
 # --- public API ------------------------------------------------------------------------------
 def check_volume(volume, spec: dict = None, index: int = 0) -> list:
-    """Check one volume (shape, type, values, spacing, memory). Raises InputError; returns warnings."""
+    """Check one volume (shape, type, values, spacing, memory, sanity). Raises InputError; returns warnings."""
     spec = spec or {}
     name = _name(volume, index, spec)
     warnings = []
+    if spec.get("sanity", True):
+        check_is_image(volume, name)
     _check_shape(volume, name, spec)
     check_memory(volume.array.size, name, spec.get("memory_factor", DEFAULT_MEMORY_FACTOR))
     _convert_dtype(volume, name, warnings)
     _check_values(volume, name)
     _check_spacing(volume, name, spec)
+    if spec.get("sanity", True):
+        warnings += check_sanity(volume, name, spec)
     return warnings
+
+
+# --- sanity: inputs a model would answer nonsense on ----------------------------------------------
+def accepting_warnings(spec: dict = None) -> bool:
+    """Whether sanity refusals are downgraded to warnings (spec key or the environment variable)."""
+    if (spec or {}).get("accept_input_warnings"):
+        return True
+    return os.environ.get(ACCEPT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_is_image(volume, name: str) -> None:
+    """A segmentation given where an image is expected is refused (no flag: it is never an image)."""
+    if getattr(volume, "labels", None) is not None:
+        src = str(volume.metadata.get("source", ""))
+        kind = "a segmentation (.seg.nrrd)" if src.lower().endswith((".seg.nrrd", ".seg.nhdr")) else "a label map"
+        raise InputError(f"{name} is {kind}, not an image: a model segments images, not segmentations",
+                         "give the scan the segmentation was made from (the .nii.gz/.nrrd image or DICOM series)")
+    modality = str(volume.metadata.get("modality", "") or "").upper()
+    if modality in NOT_IMAGE_MODALITIES:
+        raise InputError(f"{name} is {NOT_IMAGE_MODALITIES[modality]} (DICOM Modality {modality}), not an image",
+                         "give the image series it refers to (run `medai info FOLDER` to list the series)")
+
+
+def _integral(values: np.ndarray) -> bool:
+    return not np.issubdtype(values.dtype, np.floating) or bool(np.array_equal(values, np.round(values)))
+
+
+def piecewise_constant_fraction(a: np.ndarray) -> float:
+    """Of the neighbouring voxel pairs along I where either voxel is non-zero, the fraction that are
+    equal (every 4th slice). Label maps: 0.78-0.95 in the test data; scans (noise): at most 0.07."""
+    sub = a[::4] if a.shape[0] >= 8 else a
+    x, y = sub[..., :-1], sub[..., 1:]
+    fg = (x != 0) | (y != 0)
+    n = int(np.count_nonzero(fg))
+    return float(np.count_nonzero((x == y) & fg)) / n if n else 1.0
+
+
+def labelmap_values(a: np.ndarray, max_values: int = LABELMAP_MAX_VALUES):
+    """The distinct values of ``a`` when it looks like a label map, None otherwise: integer values and
+    either at most ``max_values`` distinct ones, or up to ``LABELMAP_MAX_CLASSES`` that are piecewise
+    constant (``LABELMAP_MIN_CONSTANT`` of the foreground neighbours equal: many-class atlases such as
+    TotalSegmentator's). A strided sample decides first, the whole array confirms."""
+    s = _sample(a)
+    if s.size == 0:
+        return None
+    values = np.unique(s)
+    if values.size < 2 or values.size > LABELMAP_MAX_CLASSES or not _integral(values):
+        return None
+    if values.size > max_values:
+        if piecewise_constant_fraction(a) < LABELMAP_MIN_CONSTANT:
+            return None
+        values = np.unique(a)
+        return values if values.size <= LABELMAP_MAX_CLASSES and _integral(values) else None
+    if not np.isin(a, values).all():  # the sample missed some values: count them properly
+        values = np.unique(a)
+        if not _integral(values):
+            return None
+        if values.size > max_values and piecewise_constant_fraction(a) < LABELMAP_MIN_CONSTANT:
+            return None
+    return values
+
+
+def absurd_outliers(a: np.ndarray, factor: float = OUTLIER_FACTOR) -> tuple:
+    """(count, most extreme value, scale): voxels whose magnitude exceeds ``factor`` x the 99.9th
+    percentile of the non-zero magnitudes (robust: a handful of absurd voxels cannot move it)."""
+    if not np.issubdtype(a.dtype, np.floating) and a.dtype.itemsize <= 2:
+        return 0, None, None  # 8/16-bit integers cannot hold a value 1000 x their typical scale that matters
+    s = np.abs(_sample(a).astype(np.float64))
+    nz = s[s > 0]
+    if nz.size < 100:  # a sparse image: the sample may have missed it, use every non-zero voxel
+        full = np.abs(a[np.isfinite(a)] if np.issubdtype(a.dtype, np.floating) else a).astype(np.float64)
+        nz = full[full > 0]
+    if nz.size == 0:
+        return 0, None, None
+    scale = float(np.percentile(nz, 99.9))
+    limit = factor * max(scale, np.finfo(np.float32).tiny)
+    hi, lo = float(np.nanmax(a)), float(np.nanmin(a))
+    if max(abs(hi), abs(lo)) <= limit:
+        return 0, None, scale
+    mag = np.abs(a.astype(np.float64, copy=False)) if a.dtype != np.float64 else np.abs(a)
+    count = int(np.count_nonzero(mag > limit))
+    return count, (hi if abs(hi) >= abs(lo) else lo), scale
+
+
+def shear_angle(ijk_to_ras: np.ndarray) -> tuple:
+    """(largest |cos| between two voxel axes, angle in degrees, axes) of a voxel-to-patient matrix."""
+    m = np.asarray(ijk_to_ras, dtype=float)[:3, :3]
+    cols = m / np.linalg.norm(m, axis=0)
+    worst, pair = 0.0, (0, 1)
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        c = abs(float(np.dot(cols[:, i], cols[:, j])))
+        if c > worst:
+            worst, pair = c, (i, j)
+    return worst, float(np.degrees(np.arccos(min(1.0, worst)))), pair
+
+
+def check_sanity(volume, name: str, spec: dict = None) -> list:
+    """Refuse (or, when accepted, warn about) a volume a model would answer nonsense on; see module doc."""
+    spec = spec or {}
+    warnings: list = []
+    accept = accepting_warnings(spec)
+
+    def suspicious(message: str, hint: str) -> None:
+        if accept:
+            warnings.append(f"{message} (accepted: {ACCEPT_FLAG})")
+            return
+        raise InputError(message, f"{hint}; if you are sure this is the right input, run again with {ACCEPT_FLAG}")
+
+    a = volume.array
+    values = labelmap_values(a)
+    if values is not None:
+        shown = ", ".join(f"{v:g}" for v in values.tolist()[:8]) + (", ..." if values.size > 8 else "")
+        suspicious(f"{name} looks like a label map, not an image: it holds only {values.size} distinct integer "
+                   f"values ({shown})" + ("" if values.size <= LABELMAP_MAX_VALUES else
+                                          " in uniform regions"),
+                   "give the scan itself (a segmentation or mask is not an input for a model)")
+    count, extreme, scale = absurd_outliers(a)
+    if count:
+        suspicious(f"{name} has {count:,} voxel{'s' if count != 1 else ''} with absurd values (up to {extreme:g}, while "
+                   f"99.9% of the non-zero voxels are within +/-{scale:g}); one such voxel wrecks the intensity "
+                   "normalisation and so the whole result",
+                   "fix or clip the image in the tool that made it (the voxel is probably a conversion or "
+                   "reconstruction error)")
+    shape_ijk = tuple(int(x) for x in volume.size_ijk)
+    thin = [("IJK"[k], n) for k, n in enumerate(shape_ijk) if n < MIN_SLICES]
+    if thin and not (spec.get("allow_2d") and min(shape_ijk) == 1):
+        axis, n = min(thin, key=lambda t: t[1])
+        suspicious(f"{name} is only {n} voxel{'s' if n != 1 else ''} thick along {axis} (size "
+                   f"{' x '.join(map(str, shape_ijk))}): too thin for a 3D model's receptive field, which needs "
+                   f"at least {MIN_SLICES}", "give the whole volume (all slices of the series)")
+    sp = np.linalg.norm(np.asarray(volume.ijk_to_ras, dtype=float)[:3, :3], axis=0)
+    if np.all(sp > 0) and sp.max() / sp.min() > MAX_ANISOTROPY:
+        pretty = " x ".join(f"{x:g}" for x in sp)
+        suspicious(f"{name} has extremely anisotropic voxels ({pretty} mm: {sp.max() / sp.min():.0f} times longer along "
+                   f"{'IJK'[int(np.argmax(sp))]} than along {'IJK'[int(np.argmin(sp))]}, more than {MAX_ANISOTROPY:g}); "
+                   "resampling to the model's spacing invents most of the data",
+                   "use a series with thinner slices, or check the spacing in the header (a unit error?)")
+    cos, angle, (i, j) = shear_angle(volume.ijk_to_ras)
+    if cos > SHEAR_TOLERANCE:
+        suspicious(f"{name} has a sheared geometry: its {'IJK'[i]} and {'IJK'[j]} axes are at {angle:.2f} degrees, "
+                   "not 90 (e.g. an uncorrected gantry tilt); models and their resampling assume right angles",
+                   "resample it onto an orthogonal grid first (e.g. dcm2niix's tilt correction, or Slicer's "
+                   "Resample Scalar Volume)")
+    return warnings
+
+
+def check_input_count(count: int, spec: dict = None) -> None:
+    """The number of input images against ``spec`` (a catalogue entry's ``input_spec()``): the one
+    place this is decided (check_inputs, and the Slicer modules before they start a run)."""
+    spec = dict(spec or {})
+    model = spec.get("model", "this model")
+    names = list(spec.get("input_names") or [])
+    n = spec.get("n_inputs", len(names) or None)
+    if not count:
+        raise InputError("no input image was given", f"give {n or 'the'} input image(s) {model} needs")
+    if n is not None and count != int(n):
+        wanted = f" ({', '.join(names)})" if names else ""
+        raise InputError(f"{model} needs {n} input image{'s' if int(n) != 1 else ''}{wanted}, but {count} "
+                         f"{'were' if count != 1 else 'was'} given",
+                         f"give exactly {n} image{'s' if int(n) != 1 else ''}, in this order{wanted}")
 
 
 def check_inputs(volumes: list, spec: dict = None) -> list:
@@ -244,15 +436,7 @@ def check_inputs(volumes: list, spec: dict = None) -> list:
     spec = dict(spec or {})
     volumes = list(volumes)
     model = spec.get("model", "this model")
-    names = list(spec.get("input_names") or [])
-    n = spec.get("n_inputs", len(names) or None)
-    if not volumes:
-        raise InputError("no input image was given", f"give {n or 'the'} input image(s) {model} needs")
-    if n is not None and len(volumes) != int(n):
-        wanted = f" ({', '.join(names)})" if names else ""
-        raise InputError(f"{model} needs {n} input image{'s' if int(n) != 1 else ''}{wanted}, but {len(volumes)} "
-                         f"{'were' if len(volumes) != 1 else 'was'} given",
-                         f"give exactly {n} image{'s' if int(n) != 1 else ''}, in this order{wanted}")
+    check_input_count(len(volumes), spec)
     warnings = []
     total = 0
     for i, v in enumerate(volumes):
