@@ -13,6 +13,8 @@ interleaved, in the same run):
 - slicer    the MedAISegment Logic (Slicer stand-in) running the real engine in its separate
             process: the longest block of the calling thread.
 - gpu       mixed precision on/off and window batch sizes, when CUDA is present.
+- warm      what a click costs with the warm engine (medai serve) through the Slicer Logic, 20 clicks vs
+            one batch, one-shot medai vs MONAI's runner as whole processes (bench_warm_engine.py).
 
 Writes ``bench.json`` and ``bench.md`` to ``--out`` (default runs/bench/). ``--quick`` is a smoke
 run (< 1 min, tiny sizes, one repeat): it checks that everything runs, not how fast.
@@ -34,7 +36,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_support as bs  # noqa: E402
 
-SECTIONS = ("overhead", "monai", "scale", "slicer", "gpu")
+SECTIONS = ("overhead", "monai", "scale", "slicer", "gpu", "warm")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -370,6 +372,13 @@ def section_slicer(ctx: Context) -> dict:
                     "starting the process; final import = reading the result into the segmentation node."}
 
 
+def section_warm(ctx: Context) -> dict:
+    """What a click costs with the warm engine: bench_warm_engine.py (issue 17)."""
+    import bench_warm_engine
+
+    return bench_warm_engine.run(ctx.threads, ctx.repeats, 3 if ctx.quick else 20, ctx.quick, ctx.work / "warm")
+
+
 def section_gpu(ctx: Context) -> dict:
     import torch
 
@@ -493,6 +502,10 @@ def markdown(result: dict) -> str:
             for r in o["rows"]:
                 L.append(f"| {r['amp']} | {r['sw_batch_size']} | {r['seconds']} | {r['peak_vram_mb']} | "
                          f"{r['label_agreement_vs_fp32_b1']} |")
+    if "warm" in s and "error" not in s["warm"]:
+        import bench_warm_engine
+
+        L.append(bench_warm_engine.markdown(s["warm"]))
     for name, o in s.items():
         if "error" in o:
             L.append(f"## {name}: FAILED\n\n```\n{o['error']}\n```\n")
