@@ -3,7 +3,7 @@
 
 Every figure is measured in this one run, compared quantities interleaved (medians of
 ``--repeats``), on the shipped hippocampus model and real MSD hippocampus MRI, through the
-MedAISegment Logic on real MRML (Testing/slicer_real; the stand-in when slicer-core is absent):
+MedAISegment Logic on real MRML (Testing/slicer_real):
 
 - warm click: a click while the warm engine runs (node -> file -> engine job -> segmentation node)
   vs the same work in this process (``medai segment`` called in-process, everything loaded: read,
@@ -76,16 +76,10 @@ def _timed_process(cmd, env) -> dict:
 
 
 def _slicer():
-    """Slicer's real core (slicer-core) when installed, else the stand-in."""
-    try:
-        from slicer_support import real
+    """Slicer's real core (slicer-core, Testing/slicer_real), as the Slicer-side tests use it."""
+    from slicer_support import real
 
-        return real.activate(), "real MRML (slicer-core)", real.reset
-    except Exception as e:  # noqa: BLE001 - the stand-in follows the same API facts
-        from slicer_support import standin
-
-        s = standin.activate()
-        return s, f"stand-in ({type(e).__name__}: real MRML unavailable)", s.reset
+    return real.activate(), "real MRML (slicer-core)", real.reset
 
 
 class Clicks:
