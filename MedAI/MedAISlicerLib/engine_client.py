@@ -61,7 +61,8 @@ settings = Settings()
 
 def make_job(subcommand: str, args: list, env: dict, workDir, enginePrefix=None, **kwargs) -> EngineJob:
     """The job of one run, as ``settings`` says (a custom ``enginePrefix`` is always one-shot)."""
-    kind = ONESHOT if enginePrefix else settings.kind
+    # register and fuse are not jobs of the warm engine or a server (protocol.JOB_COMMANDS): one-shot
+    kind = ONESHOT if enginePrefix or subcommand not in protocol.JOB_COMMANDS else settings.kind
     if kind == ONESHOT:
         return EngineProcess(engine_command(subcommand, args, enginePrefix), env=env, **kwargs)
     if kind == "server":

@@ -9,7 +9,7 @@ the key ``"engine"`` (never ``"event"``, so an events reader cannot confuse them
 
     {"engine": "ready", "version", "protocol", "pid"}        stdio: once, when jobs can be sent
     {"engine": "queued", "job", "position"}                  the job waits (position 0 = next)
-    {"engine": "started", "job", "device"}
+    {"engine": "started", "job", "device", "seq"}            seq: the order jobs started in
     {"job": ID, "out": LINE}                                 one line the command printed
     {"engine": "end", "job", "state", "returncode", "seconds", "outputs"}
     {"engine": "refused", "message", "hint"}                 handshake or request refused
