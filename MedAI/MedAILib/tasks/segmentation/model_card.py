@@ -99,3 +99,60 @@ et al., Nature Methods 2021; different data split and a five-fold ensemble).
 ## Licence
 Weights: CC-BY-SA 4.0 (they derive from CC-BY-SA 4.0 data); see `LICENSE`. Configs and docs: Apache-2.0.
 """
+
+
+def own_data_card(info: dict) -> str:
+    """Model card of a bundle trained on the user's own data (own_data.py): data summary, plan,
+    validation Dice per label, command and seed, as measured by that run."""
+    p = info["plan"]
+    names = info["label_names"]
+    rows = "\n".join(f"| {v} | {names[str(v)]} | {_fmt((info['val_dice'] or {}).get(names[str(v)]))} |"
+                     for v in info["label_values"][1:])
+    init = info.get("init")
+    init_line = (f"- Initialised from `{init['source']}`: {init['tensors_loaded']} tensors loaded "
+                 f"({100 * init['fraction_of_parameters_loaded']:.1f} % of the parameters), {init['tensors_fresh']} "
+                 f"freshly initialised ({', '.join(init['fresh'][:4]) or 'none'}).") if init else \
+        "- Trained from scratch (random initialisation)."
+    norm = p["normalisation"]
+    norm_txt = (f"CT: clipped to [{norm['a_min']:.1f}, {norm['a_max']:.1f}] (foreground 0.5-99.5 percentiles), "
+                f"z-scored with foreground mean {norm['mean']:.1f} / std {norm['std']:.1f}") if norm["kind"] == "ct" \
+        else f"z-score per volume and channel ({'non-zero voxels only' if norm['nonzero'] else 'all voxels'})"
+    commands = "\n".join(info.get("commands") or [])
+    return f"""# {', '.join(names[str(v)] for v in info['label_values'][1:])} segmentation (MedAI, trained on your data)
+
+## Data
+- {info['data']['n_cases']} labelled case(s), {len(info['channels'])} channel(s): {', '.join(info['channels'])};
+  modalities {', '.join(p['modalities'])}; median spacing {p['median_spacing']} mm; median foreground
+  size {('%.1f mm' % p['foreground_size_mm']) if p['foreground_size_mm'] else 'n/a'} (cube root of the box volume).
+- Split: {info['n_train']} training, {info['n_val']} validation — {info['split']}.
+- Label values: {', '.join(f"{v} = {names[str(v)]}" for v in info['label_values'])}.
+
+## Plan (from the data; see `medai_training.plan` in configs/metadata.json)
+- Spacing {p['spacing']} mm ({p['spacing_reason']}); patch / inference window {p['patch']};
+  MONAI UNet, channels {p['filters']}, estimated training memory {p['estimated_training_memory_gb']} GB
+  (budget {p['memory_gb']} GB).
+- Intensity: {norm_txt}.
+- Augmentation: {('mirroring along axes ' + str(info['flip_axes'])) if info['flip_axes'] else 'no mirroring (label names are directional)'},
+  small rotation/scaling, Gaussian noise, intensity scale/shift; one patch in three centred on foreground.
+{init_line}
+
+## Training
+- Loss Dice + cross-entropy, AdamW lr {info['lr']}, batch {info['batch_size']}, {info['steps_per_epoch']} steps per epoch,
+  seed {info['seed']}; {info['epochs_run']} of {info['epochs']} epochs run ({info['stopped']}); kept epoch
+  {info['best_epoch']} (best validation mean Dice); {info['train_seconds'] / 60:.1f} min on {info['threads']} CPU thread(s).
+
+```
+{commands}
+```
+
+## Validation (Dice per label, averaged over the validation cases, on the model's grid)
+
+| value | label | Dice |
+| --- | --- | --- |
+{rows}
+| | mean | {_fmt(info['val_mean_dice'])} |
+
+## Limitations
+- Research only; not a medical device. The figures come from {info['n_val']} validation case(s) of the
+  same source as the training data and the kept epoch was chosen on them: optimistic.
+"""

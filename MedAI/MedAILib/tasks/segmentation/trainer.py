@@ -566,12 +566,30 @@ Apache-2.0 like the rest of the MedAI source code.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="msd-hippocampus folder (imagesTr/, labelsTr/)")
-    parser.add_argument("--split", required=True,
+    own = parser.add_argument_group("your own data (any label set, modality and channels; see docs/training.md)")
+    own.add_argument("--images", default=None, help="folder of images (case.nii.gz, or case_0000.. per channel)")
+    own.add_argument("--labels", default=None, help="folder of label files named like the images")
+    own.add_argument("--datalist", default=None, help="MONAI datalist JSON (training/validation lists)")
+    own.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                     help="stop cleanly before this many minutes and keep the best bundle so far")
+    own.add_argument("--init", default=None, metavar="BUNDLE",
+                     help="fine-tune from a bundle's weights (catalogue id or folder; matching layers)")
+    own.add_argument("--modality", nargs="+", default=None, help="CT or MR per channel (default: guessed from HU)")
+    own.add_argument("--label-names", default=None, help="JSON file or string {value: name}")
+    own.add_argument("--channels", nargs="+", default=None, help="names of the image channels")
+    own.add_argument("--spacing", type=float, nargs=3, default=None, help="override the planned spacing (mm)")
+    own.add_argument("--max-patch", type=int, nargs=3, default=None, help="cap the planned patch (voxels)")
+    own.add_argument("--memory-gb", type=float, default=2.0, help="training memory budget for the plan")
+    own.add_argument("--base-filters", type=int, default=16)
+    own.add_argument("--steps-per-epoch", type=int, default=None)
+    own.add_argument("--model-id", default=None, help="catalogue id (default: the --out folder's name)")
+    own.add_argument("--no-register", action="store_true", help="do not add the bundle to the user catalogue")
+    parser.add_argument("--data", default=None, help="msd-hippocampus folder (imagesTr/, labelsTr/): the shipped model")
+    parser.add_argument("--split", default=None,
                         help="split JSON with 'training' and 'validation' case ids (written if missing)")
     parser.add_argument("--out", required=True, help="bundle folder to write")
     parser.add_argument("--work-dir", default=None, help="checkpoints and loss log (default OUT/training)")
-    parser.add_argument("--epochs", type=int, default=28, help="default: as for the shipped model")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 28 (shipped model), 50 (own data)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -590,6 +608,15 @@ def run(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
+    if args.images or args.datalist:
+        return run_own_data(args)
+    if not args.data or not args.split:
+        from MedAILib.core.errors import InputError
+
+        raise InputError("no training data given",
+                         "give --images DIR --labels DIR or --datalist FILE (or --data/--split for the shipped model)")
+    if args.epochs is None:
+        args.epochs = 28
     split_path = Path(args.split)
     if not split_path.is_file():
         split = make_split(list_cases(args.data), seed=args.seed)
@@ -602,6 +629,37 @@ def run(args: argparse.Namespace) -> int:
                  network=args.network, val_interval=args.val_interval, threads=args.threads, resume=args.resume,
                  max_train_cases=args.max_train_cases, max_val_cases=args.max_val_cases, command=command)
     print(json.dumps({"bundle": str(args.out), **info}, indent=1))
+    return 0
+
+
+def run_own_data(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from MedAILib.tasks.segmentation import own_data
+
+    names = None
+    if args.label_names:
+        text = Path(args.label_names).read_text(encoding="utf-8") if Path(args.label_names).is_file() else args.label_names
+        names = {int(k): v for k, v in json.loads(text).items()}
+    out = Path(args.out)
+    if out.exists() and not args.resume and not getattr(args, "overwrite", False) and any(out.iterdir()):
+        from MedAILib.core.errors import InputError
+
+        raise InputError(f"{out} already exists", "choose another --out, or --resume to continue its training")
+    command = getattr(args, "command_line", None) or shlex.join(sys.argv)
+    info = own_data.train_own(
+        own_data.datalist_from_args(args), out, work_dir=args.work_dir, epochs=args.epochs or 50, seed=args.seed,
+        lr=args.lr, batch_size=args.batch_size, steps_per_epoch=args.steps_per_epoch, val_interval=args.val_interval,
+        time_limit_min=args.time_limit, resume=args.resume, init=args.init, modality=args.modality,
+        memory_gb=args.memory_gb, base_filters=args.base_filters, spacing=args.spacing, max_patch=args.max_patch,
+        label_names=names, channels=args.channels, threads=args.threads, command=command,
+        register=not args.no_register, model_id=args.model_id,
+        progress=lambda frac, msg, left: print(msg, file=sys.stderr, flush=True))
+    print(json.dumps({"bundle": str(out), **{k: info[k] for k in ("val_dice", "val_mean_dice", "best_epoch",
+                                                                   "epochs_run", "stopped", "n_train", "n_val",
+                                                                   "split", "init")},
+                      "catalogue_id": info.get("catalogue_id"), "plan": info["plan"]}, indent=1, default=str))
     return 0
 
 
