@@ -138,7 +138,7 @@ def nifti_bomb(path: Path, shape_ijk, dtype=np.uint8, chunk_mb: int = 64) -> Pat
     head = hdr.binaryblock + b"\0\0\0\0"
     total = int(np.prod(shape_ijk)) * np.dtype(dtype).itemsize
     block = chunk_mb << 20
-    member = gzip.compress(bytes(block), compresslevel=1)
+    member = gzip.compress(bytes(block), compresslevel=9)
     with open(path, "wb") as f:
         f.write(gzip.compress(head))
         full, rest = divmod(total, block)
@@ -159,7 +159,7 @@ def nrrd_bomb(path: Path, sizes_ijk, kind="short", seg=False) -> Path:
     if seg:
         head += "Segment0_ID:=Segment_1\nSegment0_LabelValue:=1\nSegment0_Layer:=0\nSegment0_Name:=bomb\n"
     block = 64 << 20
-    member = gzip.compress(bytes(block), compresslevel=1)
+    member = gzip.compress(bytes(block), compresslevel=9)
     with open(path, "wb") as f:
         f.write((head + "\n").encode())
         full, rest = divmod(total, block)

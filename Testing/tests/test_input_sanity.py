@@ -187,3 +187,43 @@ def test_limits_are_documented_constants():
     doc = validation.__doc__
     for name in ("LABELMAP_MAX_VALUES", "OUTLIER_FACTOR", "MIN_SLICES", "MAX_ANISOTROPY"):
         assert name in doc and isinstance(getattr(validation, name), (int, float))
+
+
+def test_segment_refuses_an_absurd_voxel_and_proceeds_only_when_accepted(tmp_path, monkeypatch):
+    """Issue 14's example through `medai segment` (the shipped hippocampus model): one voxel of 1e30
+    turned a near-empty result into several mL. Refused by default (nothing written); with
+    --accept-input-warnings it runs, and the warning reaches the report (the pre-check and the
+    pipeline's own check both honour the flag)."""
+    import contextlib
+    import io
+    import json
+
+    from MedAILib.cli import main
+    from MedAILib.io import write_image
+
+    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "home"))
+    clean, spiked = tmp_path / "clean.nii.gz", tmp_path / "spiked.nii.gz"
+    a = mr((36, 50, 35))
+    write_image(vol(a.copy()), clean)
+    a[5, 6, 7] = 1e30
+    write_image(vol(a), spiked)
+
+    def segment(*args):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            rc = main(["segment", *map(str, args), "--progress", "none"])
+        return rc, err.getvalue()
+
+    rc, err = segment(spiked, "-o", tmp_path / "refused.seg.nrrd")
+    assert rc != 0 and "1 voxel with absurd values" in err and "--accept-input-warnings" in err
+    assert not (tmp_path / "refused.seg.nrrd").exists()
+    rc, err = segment(spiked, "-o", tmp_path / "spiked.seg.nrrd", "--accept-input-warnings",
+                      "--report", tmp_path / "spiked.json")
+    assert rc == 0, err
+    row = json.loads((tmp_path / "spiked.json").read_text())["cases"][0]
+    assert any("absurd values" in w and "accepted" in w for w in row["warnings"])
+    rc, err = segment(clean, "-o", tmp_path / "clean.seg.nrrd", "--report", tmp_path / "clean.json")
+    assert rc == 0, err
+    clean_ml = sum(json.loads((tmp_path / "clean.json").read_text())["cases"][0]["label_volumes_ml"].values())
+    spiked_ml = sum(row["label_volumes_ml"].values())
+    assert spiked_ml > 2 * clean_ml + 0.5  # what the refusal protects against: the answer changed wholesale

@@ -336,3 +336,103 @@ def test_patient_name_and_id_never_logged(tmp_path, caplog):
     r = medai("segment", series, "-o", tmp_path / "out3", "--model", bundle, "--progress", "json")
     _assert_no_phi(r.stdout + r.stderr, "error output")
     _assert_no_phi("\n".join(r.getMessage() for r in caplog.records), "the log records")
+
+
+# --- issue 14: one redaction function for every message, event, log and report ------------------------
+
+def test_redact_removes_credentials_in_every_form(monkeypatch):
+    from MedAILib.core.errors import DownloadError
+    from MedAILib.core.redact import redact, redact_obj
+
+    monkeypatch.setenv("MEDAI_MIRROR", "https://alice:S3cretPW@mirror.example")
+    cases = [
+        "https://alice:S3cretPW@mirror.example/m.zip",
+        "InvalidURL: nonnumeric port: 'S3cretPW@mirror.example'",  # what urllib says for a URL without port
+        "auth failed for alice:S3cretPW",
+        "GET https://x.example/m.zip?token=abc123&X-Amz-Signature=deadbeef",
+        "Authorization: Basic YWxpY2U6UzNjcmV0UFc=",
+        "ftp://bob:hunter22@host/x",
+    ]
+    for text in cases:
+        out = redact(text)
+        for secret in ("S3cretPW", "alice:", "abc123", "deadbeef", "YWxpY2U6UzNjcmV0UFc", "hunter22", "bob:"):
+            assert secret not in out, (text, out)
+    assert redact("https://mirror.example/m.zip") == "https://mirror.example/m.zip"  # nothing to hide
+    assert redact_obj({"event": "error", "message": ["x S3cretPW"], "n": 3}) == {"event": "error", "message": ["x ***"],
+                                                                                  "n": 3}
+    e = DownloadError("cannot reach https://alice:S3cretPW@mirror.example", "check S3cretPW")
+    assert "S3cretPW" not in str(e) + e.message + e.hint
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_mirror_password_without_port_never_shown(how, monkeypatch):
+    """The issue's example: no port, so urllib used to fail with "nonnumeric port: 'S3cretPW@...'"
+    (an internal error quoting the password). Now the credentials go as Basic auth and the
+    (unreachable) mirror is named without them."""
+    url = "https://alice:S3cretPW@mirror.invalid"
+    if how == "env":
+        monkeypatch.setenv("MEDAI_MIRROR", url)
+        r = medai("models", "download", "spleen_ct_segmentation")
+    else:
+        r = medai("models", "download", "spleen_ct_segmentation", "--mirror", url)
+    assert r.returncode != 0 and "cannot reach https://***@mirror.invalid/" in r.stderr, r.stderr
+    assert "S3cretPW" not in r.stdout + r.stderr and "alice" not in r.stdout + r.stderr
+    assert "internal error" not in r.stderr
+
+
+def test_mirror_credentials_are_sent_as_basic_auth(tmp_path):
+    """Credentials in a mirror URL work (sent as an Authorization header to a server on 127.0.0.1),
+    and a wrong password is reported without showing it."""
+    import base64
+    import hashlib
+    import http.server
+    import threading
+
+    payload = b"model bytes" * 100
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            if self.headers.get("Authorization") != "Basic " + base64.b64encode(b"alice:S3cretPW").decode():
+                self.send_response(401)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        sha = hashlib.sha256(payload).hexdigest()
+        out = download.download_file("https://models.example/m.zip", tmp_path / "m.zip", sha, show_bar=False,
+                                     mirror=f"http://alice:S3cretPW@127.0.0.1:{port}")
+        assert out.read_bytes() == payload and seen[-1].startswith("Basic ")
+        with pytest.raises(DownloadError) as e:
+            download.download_file("https://models.example/m.zip", tmp_path / "n.zip", sha, show_bar=False,
+                                   mirror=f"http://alice:WrongPW99@127.0.0.1:{port}")
+        assert "HTTP 401" in str(e.value) and "WrongPW99" not in str(e.value) and "alice" not in str(e.value)
+    finally:
+        httpd.shutdown()
+
+
+def test_internal_errors_are_redacted_too(monkeypatch, capsys):
+    """The CLI's last resort (an unexpected exception) goes through the same redaction."""
+    from MedAILib.cli import main
+    from MedAILib.cli import models as models_cli
+
+    monkeypatch.setenv("MEDAI_MIRROR", "https://alice:S3cretPW@mirror.example")
+
+    def boom(args):
+        raise RuntimeError("failed talking to https://alice:S3cretPW@mirror.example (S3cretPW@mirror.example)")
+
+    monkeypatch.setattr(models_cli, "run", boom)
+    assert main(["models", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "S3cretPW" not in err and "alice" not in err

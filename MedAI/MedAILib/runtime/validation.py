@@ -268,9 +268,16 @@ def check_volume(volume, spec: dict = None, index: int = 0) -> list:
 
 
 # --- sanity: inputs a model would answer nonsense on ----------------------------------------------
-def accepting_warnings(spec: dict = None) -> bool:
-    """Whether sanity refusals are downgraded to warnings (spec key or the environment variable)."""
+ACCEPTED_KEY = "input_warnings_accepted"  # Volume.metadata: the user accepted this volume's sanity findings
+
+
+def accepting_warnings(spec: dict = None, volume=None) -> bool:
+    """Whether sanity refusals are downgraded to warnings: the spec key, the environment variable,
+    or a volume an earlier check of this run accepted (the CLI's pre-check and the pipeline's own
+    check see the same Volume objects, so the user's flag holds for both without global state)."""
     if (spec or {}).get("accept_input_warnings"):
+        return True
+    if volume is not None and getattr(volume, "metadata", {}).get(ACCEPTED_KEY):
         return True
     return os.environ.get(ACCEPT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -365,7 +372,9 @@ def check_sanity(volume, name: str, spec: dict = None) -> list:
     """Refuse (or, when accepted, warn about) a volume a model would answer nonsense on; see module doc."""
     spec = spec or {}
     warnings: list = []
-    accept = accepting_warnings(spec)
+    accept = accepting_warnings(spec, volume)
+    if accept and isinstance(getattr(volume, "metadata", None), dict):
+        volume.metadata[ACCEPTED_KEY] = True
 
     def suspicious(message: str, hint: str) -> None:
         if accept:
