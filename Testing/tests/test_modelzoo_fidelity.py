@@ -343,9 +343,17 @@ def test_segment_warns_before_running_when_memory_will_not_fit(tmp_path, monkeyp
     assert est_mod.clearly_fits(load_bundle(bundle_dir), vol) or est_mod.available_ram() < est_mod.SMALL_FREE_BYTES
     segment([vol], load_bundle(bundle_dir), device="cpu", progress=progress)
     assert not any("memory estimate" in m for m in logs), "a small job fits: no warning"
-    monkeypatch.setattr(est_mod, "available_ram", lambda: 1 << 20)  # pretend 1 MB free
+    monkeypatch.setattr(est_mod, "available_ram", lambda: 1 << 20)  # pretend 1 MB free, no swap
+    monkeypatch.setattr(est_mod, "swap_free", lambda: 0)
+    from MedAILib.core.errors import InputError
+
+    with pytest.raises(InputError) as refused:  # issue 18: refused before running, not killed half-way
+        segment([vol], load_bundle(bundle_dir), device="cpu", progress=progress)
+    assert "not enough memory" in refused.value.message and "RAM" in refused.value.message
+    assert "crop" in refused.value.hint and "MEDAI_MEMORY_CHECK=warn" in refused.value.hint
+    monkeypatch.setenv("MEDAI_MEMORY_CHECK", "warn")  # the way to run it anyway: a warning, then the run
     segment([vol], load_bundle(bundle_dir), device="cpu", progress=progress)
-    warning = [m for m in logs if "memory estimate" in m]
+    warning = [m for m in logs if "may run out of memory" in m]
     assert warning and "crop" in warning[0] and "RAM" in warning[0]
 
 

@@ -99,10 +99,12 @@ def cpu_bf16_requested() -> bool:
 
 def run_inferer(inferer, network, inputs: torch.Tensor, device=torch.device("cpu"), progress: Optional[Progress] = None,
                 cancel: Optional[CancelToken] = None, amp: Optional[bool] = None,
-                cpu_bf16: Optional[bool] = None) -> torch.Tensor:
+                cpu_bf16: Optional[bool] = None, stitch_device=None) -> torch.Tensor:
     """Run ``inferer(inputs, network)`` (inputs: B, C, *spatial on the CPU); returns float output on the CPU.
 
-    ``cpu_bf16`` (default: ``MEDAI_CPU_BF16``) runs CPU windows under bfloat16 autocast (opt-in)."""
+    ``cpu_bf16`` (default: ``MEDAI_CPU_BF16``) runs CPU windows under bfloat16 autocast (opt-in).
+    ``stitch_device``: start with the sliding-window output on this device (the memory estimate's
+    choice when the GPU cannot hold it); the out-of-memory fall-backs follow as usual."""
     from monai.inferers import SlidingWindowInferer
 
     device = torch.device(device)
@@ -111,6 +113,9 @@ def run_inferer(inferer, network, inputs: torch.Tensor, device=torch.device("cpu
     cpu_bf16 = cpu_bf16_requested() if cpu_bf16 is None else bool(cpu_bf16)
     sliding = isinstance(inferer, SlidingWindowInferer)
     plan = fallback_plan(device, int(inferer.sw_batch_size)) if sliding else [(1, device, device, None)]
+    if sliding and stitch_device is not None and torch.device(stitch_device) != device:
+        plan = [(b, sw, torch.device(stitch_device), m) for b, sw, _, m in plan if sw == device] + \
+            [p for p in plan if p[1] != device]
     if not sliding and device.type != "cpu":
         plan.append((1, torch.device("cpu"), torch.device("cpu"), "out of memory: retrying on the CPU (slower)"))
     last = None

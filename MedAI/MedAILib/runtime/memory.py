@@ -71,18 +71,19 @@ class _LiveBytes(torch.utils._python_dispatch.TorchDispatchMode):
     a floor for the network part; the output buffers, which dominate large volumes, are exact.
     """
 
-    def __init__(self, conv_workspace: bool = False):
+    def __init__(self, conv_workspace=False):
         super().__init__()
         self.live = 0
         self.peak = 0
-        self.conv_workspace = conv_workspace
+        self.conv_workspace = conv_workspace  # True: every convolution; "transposed": transposed ones only
 
     def _release(self, n):
         self.live -= n
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if self.conv_workspace and func._schema.name == "aten::convolution" and isinstance(out, torch.Tensor):
+        if self.conv_workspace and func._schema.name == "aten::convolution" and isinstance(out, torch.Tensor) \
+                and (self.conv_workspace is True or bool(args[6])):
             self.peak = max(self.peak, self.live + out.numel() * out.element_size() + _columns_bytes(args, out))
         if func._schema.name.endswith("_") or "out" in (kwargs or {}):
             return out  # in place: no new memory
@@ -108,13 +109,14 @@ def _columns_bytes(args, out: torch.Tensor) -> int:
 
 
 def window_activation_bytes(network: torch.nn.Module, in_channels: int, roi_size: Sequence[int],
-                            dtype: torch.dtype = torch.float32, conv_workspace: bool = False) -> int:
-    """Peak bytes of live tensors for one forward pass of a (1, C, *roi) window, simulated on 'meta'."""
+                            dtype: torch.dtype = torch.float32, conv_workspace=False, batch: int = 1) -> int:
+    """Peak bytes of live tensors for one forward pass of a (batch, C, *roi) window batch, simulated on
+    'meta'. ``conv_workspace``: see :class:`_LiveBytes`."""
     import copy
 
     try:
         net = copy.deepcopy(network).to("meta").eval()
-        x = torch.empty((1, in_channels, *[int(r) for r in roi_size]), device="meta", dtype=dtype)
+        x = torch.empty((int(batch), in_channels, *[int(r) for r in roi_size]), device="meta", dtype=dtype)
         counter = _LiveBytes(conv_workspace)
         with torch.no_grad(), counter:
             y = net(x)
@@ -124,7 +126,7 @@ def window_activation_bytes(network: torch.nn.Module, in_channels: int, roi_size
         log.debug("meta simulation failed (%s); using the parameter-count rule", e)
         voxels = math.prod(int(r) for r in roi_size)
         width = max(16, int(sum(p.numel() for p in network.parameters()) ** (1 / 3)))
-        return int(voxels * width * 4 * torch.finfo(dtype).bits // 8)
+        return int(batch * voxels * width * 4 * torch.finfo(dtype).bits // 8)
 
 
 def model_space_shape(size_ijk: Sequence[int], spacing: Sequence[float],
@@ -132,6 +134,31 @@ def model_space_shape(size_ijk: Sequence[int], spacing: Sequence[float],
     if not target_spacing:
         return tuple(int(s) for s in size_ijk)
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(size_ijk, spacing, target_spacing))
+
+
+# --- handing freed memory back ----------------------------------------------------------------
+_LIBC = None
+
+
+def release_free_memory() -> None:
+    """Ask the C allocator to return freed heap memory to the system (glibc ``malloc_trim``).
+
+    Why: after a large block is freed, glibc raises its mmap threshold (up to 32 MB), so the next
+    slabs and temporaries of that size come from the heap, whose freed pages stay counted in the
+    process's memory until trimmed. Called between the stages of a run (a few ms); a no-op elsewhere.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC = lib if hasattr(lib, "malloc_trim") else False
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 # --- what is available -----------------------------------------------------------------------
@@ -239,3 +266,258 @@ def estimate_for_bundle(bundle, volume, device: str = "cpu", amp: bool = False,
     fast = bool(getattr(getattr(bundle, "entry", None), "fast_spacing", None)) if bundle.entry is not None else False
     return estimate(net, in_ch, out_ch, roi, volume.size_ijk, np.asarray(volume.spacing).tolist(), target,
                     sw, device, amp, fast)
+
+
+# --- the whole run, stage by stage (host RAM) --------------------------------------------------------
+#
+# What a segmentation holds at each stage, above what the process held before the case (bytes;
+# N input voxels, M model-space voxels, C classes, Cin input channels). Measured at three CT sizes
+# with the Model Zoo spleen configs (docs/performance.md, "Clinical size"), streamed path:
+#   read      the input as read + the reader's copy (SimpleITK image -> numpy)
+#   forward   input + model-space image + MONAI's intensity transforms on it (~3 more copies)
+#   network   input + model-space image + sliding-window output and count map + one window batch
+#   post      input + logits and their softmax (model space) + labels (1 byte/voxel) + slabs
+#   write     input + labels + the label filter's mask + the writer's copy
+INTENSITY_COPIES = 3              # transient model-space copies of MONAI's eager intensity transforms
+REFUSE_MARGIN = 1.25              # refuse only beyond the estimate's error (+-25 %) ...
+MEMORY_CHECK_ENV = "MEDAI_MEMORY_CHECK"  # ... and never with MEDAI_MEMORY_CHECK=warn (or off)
+
+
+@dataclasses.dataclass
+class RunEstimate:
+    stages: dict                  # stage -> expected peak bytes above the memory held before the case
+    input_bytes: int              # the input arrays as read (held through every stage)
+    strategy: str                 # "slab by slab" or "whole volume (MONAI)"
+    model_space_shape: tuple
+    window_bytes: int             # one batch of windows through the network
+    window_source: str            # "measured" (cached per bundle and machine) or "simulated"
+    device: str
+    device_bytes: Optional[int]   # on a GPU: weights + window batch + sliding-window buffers
+    available_bytes: Optional[int] = None
+    available_device_bytes: Optional[int] = None
+
+    @property
+    def peak_stage(self) -> str:
+        return max(self.stages, key=self.stages.get)
+
+    @property
+    def peak_bytes(self) -> int:
+        return int(max(self.stages.values()))
+
+    def needed_now(self, input_resident: bool) -> int:
+        """What must still be found in RAM (the input's bytes are already there once it was read)."""
+        return self.peak_bytes - (self.input_bytes if input_resident else 0)
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{k} {v / MB:,.0f}" for k, v in self.stages.items())
+        avail = "unknown" if self.available_bytes is None else f"{self.available_bytes / MB:,.0f} MB"
+        return (f"memory estimate ({self.strategy}): peak ~{self.peak_bytes / MB:,.0f} MB above the process "
+                f"({self.peak_stage}; stages MB: {stages}; model space {'x'.join(map(str, self.model_space_shape))}, "
+                f"window batch {self.window_bytes / MB:,.0f} MB {self.window_source}); RAM available {avail}")
+
+
+def header_volumes(size_ijk: Sequence[int], ijk_to_ras, dtype, n_inputs: int = 1) -> list:
+    """Stand-ins for the inputs built from a header (shape, geometry, dtype) only: their arrays are
+    broadcast zeros (no memory), enough for MONAI's lazy planning of the model space."""
+    from types import SimpleNamespace
+
+    kji = tuple(int(s) for s in size_ijk)[::-1]
+    arr = np.broadcast_to(np.zeros((), dtype=np.dtype(dtype)), kji)
+    return [SimpleNamespace(array=arr, ijk_to_ras=np.asarray(ijk_to_ras, dtype=float), metadata={})
+            for _ in range(int(n_inputs))]
+
+
+def _rss_bytes() -> Optional[int]:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure_window_bytes(network: torch.nn.Module, in_channels: int, roi_size: Sequence[int], batch: int,
+                         device: str = "cpu") -> Optional[int]:
+    """Memory one batch of windows really takes on ``device`` (activations, convolution workspaces,
+    the output): one forward pass on zeros, peak resident memory sampled every millisecond on the
+    CPU (``max_memory_allocated`` on CUDA). None where it cannot be measured (no /proc)."""
+    import threading
+
+    x = torch.zeros((int(batch), int(in_channels), *[int(r) for r in roi_size]))
+    if device.startswith("cuda"):
+        dev = torch.device(device)
+        net = network.to(dev)
+        torch.cuda.synchronize(dev)
+        base = torch.cuda.memory_allocated(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+            y = net(x.to(dev))
+        torch.cuda.synchronize(dev)
+        del y
+        return int(torch.cuda.max_memory_allocated(dev) - base)
+    if _rss_bytes() is None:
+        return None
+    release_free_memory()
+    base = _rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_bytes() or 0)
+            done.wait(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        with torch.inference_mode():
+            y = network(x)
+        peak[0] = max(peak[0], _rss_bytes() or 0)
+        del y
+    finally:
+        done.set()
+        t.join()
+    release_free_memory()
+    return max(0, int(peak[0] - base))
+
+
+def _window_cache_key(bundle, in_channels: int, roi, batch: int, device: str) -> Optional[str]:
+    import hashlib
+    import platform
+
+    try:
+        w = bundle.weights_path
+        st = w.stat()
+        parts = [str(w.resolve()), st.st_size, st.st_mtime_ns]
+    except Exception:  # noqa: BLE001 - no weights file: no cache
+        return None
+    parts += [type(bundle.network).__name__, in_channels, list(map(int, roi)), int(batch), device.split(":")[0],
+              torch.__version__, torch.get_num_threads(), platform.machine(), platform.processor()]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
+
+
+def window_batch_bytes(bundle, in_channels: int, roi, batch: int, device: str = "cpu") -> tuple:
+    """(bytes, "measured" | "simulated") of one batch of windows: measured once per bundle, machine and
+    torch (cached under MEDAI_HOME/cache/memory); the meta-device simulation x 1.5 where it cannot be."""
+    import json
+
+    key = _window_cache_key(bundle, in_channels, roi, batch, device)
+    path = None
+    if key is not None:
+        from MedAILib.models.cache import medai_home
+
+        path = medai_home() / "cache" / "memory" / f"{key}.json"
+        try:
+            return int(json.loads(path.read_text())["window_bytes"]), "measured"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    try:
+        measured = measure_window_bytes(bundle.network, in_channels, roi, batch, device)
+    except Exception as e:  # noqa: BLE001 - an estimate must never break a run
+        log.debug("window batch not measured: %s", e)
+        measured = None
+    if measured is None:
+        sim = window_activation_bytes(bundle.network, in_channels, roi, batch=batch, conv_workspace="transposed")
+        return int(1.5 * sim), "simulated"
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps({"window_bytes": measured}))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return measured, "measured"
+
+
+def _channels(bundle) -> tuple:
+    net = bundle.network
+    in_ch = int(getattr(net, "in_channels", 0) or len(getattr(bundle, "input_names", [])) or 1)
+    out_ch = int(getattr(net, "out_channels", 0) or (len(getattr(bundle, "output_channel_names", []) or []) or 2))
+    return in_ch, out_ch
+
+
+def estimate_run(bundle, size_ijk: Sequence[int], ijk_to_ras, dtype, n_inputs: int = 1, device: str = "cpu",
+                 streamed: Optional[bool] = None, measure: bool = True) -> RunEstimate:
+    """Expected peak memory of segmenting an input with this header (size, IJK->RAS, dtype) with
+    ``bundle``, stage by stage, for the strategy the run will use (slab by slab where the bundle's
+    preprocessing allows it). ``measure=False`` simulates the window batch instead of measuring it."""
+    from MedAILib.runtime import streaming as st
+    from MedAILib.runtime.model_space import streaming_enabled, volume_meta
+
+    n_vox = math.prod(int(s) for s in size_ijk)
+    in_bytes = int(n_inputs) * n_vox * np.dtype(dtype).itemsize
+    in_ch, out_ch = _channels(bundle)
+    roi = [int(r) for r in (getattr(bundle.inferer, "roi_size", None) or [96, 96, 96])]
+    sw = int(getattr(bundle.inferer, "sw_batch_size", 1) or 1)
+    use_stream = streaming_enabled() if streamed is None else streamed
+    suffix = True
+    try:
+        sp, _ = st.plan(header_volumes(size_ijk, ijk_to_ras, dtype, n_inputs), bundle, volume_meta)
+        shape, suffix = sp.out_size, bool(sp.suffix)
+    except st.Unsupported:
+        use_stream = False
+        t = bundle.spacing_transform_config() if hasattr(bundle, "spacing_transform_config") else None
+        target = t.get("pixdim") if t else None
+        ijk = np.asarray(ijk_to_ras, dtype=float)[:3, :3]
+        shape = model_space_shape(size_ijk, np.linalg.norm(ijk, axis=0).tolist(),
+                                  target if isinstance(target, (list, tuple)) and len(target) == 3 else None)
+    m = math.prod(shape)
+    padded = math.prod(max(a, r) for a, r in zip(shape, roi))
+    if measure:
+        win, source = window_batch_bytes(bundle, in_ch, roi, sw, "cpu" if device == "cpu" else device)
+    else:
+        win, source = int(1.5 * window_activation_bytes(bundle.network, in_ch, roi, batch=sw,
+                                                        conv_workspace="transposed")), "simulated"
+    f32 = 4
+    image = in_ch * m * f32
+    sliding = (out_ch + 1) * padded * f32 + (in_ch * padded * f32 if padded > m else 0)
+    slabs = (1 << 18) * (10 + out_ch) * 8  # one slab's grid, base rows and values (slab_resample)
+    on_cpu = device == "cpu"
+    stages = {"read": 2 * in_bytes}
+    if use_stream:
+        stages["forward"] = in_bytes + image * (1 + (INTENSITY_COPIES if suffix else 0)) + slabs
+        stages["network"] = in_bytes + image + (sliding + win if on_cpu else 0)
+        stages["post"] = in_bytes + 2 * out_ch * m * f32 + n_vox + slabs
+    else:  # MONAI's eager path: float32 and float64 copies of the input, dense float64 grids
+        stages["forward"] = in_bytes + in_ch * n_vox * (f32 + 8) + m * 3 * 8 + in_ch * m * (8 + f32)
+        stages["network"] = in_bytes + image + (sliding + win if on_cpu else 0)
+        stages["post"] = in_bytes + out_ch * m * (f32 + 8) + n_vox * 3 * 8 + out_ch * n_vox * (8 + f32) + n_vox * 8
+    stages["write"] = in_bytes + 3 * n_vox
+    device_bytes = None
+    if not on_cpu:
+        weights = sum(p.numel() * p.element_size() for p in bundle.network.parameters())
+        device_bytes = int(weights + win + sliding + image)
+    return RunEstimate({k: int(v) for k, v in stages.items()}, int(in_bytes),
+                       "slab by slab" if use_stream else "whole volume (MONAI)", tuple(int(s) for s in shape),
+                       int(win), source, device, device_bytes, available_ram(),
+                       None if on_cpu else available_device_memory(device))
+
+
+def swap_free() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("SwapFree:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def check_run(est: RunEstimate, input_resident: bool = True) -> tuple:
+    """(verdict, message): "fits", "tight" (needs more than is free now but within the estimate's
+    error, or swap would take it: run, with a warning) or "refuse" (more than 1.25 x free RAM + swap;
+    ``MEDAI_MEMORY_CHECK=warn`` turns a refusal into a warning)."""
+    need = est.needed_now(input_resident)
+    avail = est.available_bytes
+    if avail is None:
+        return "fits", ""
+    mode = os.environ.get(MEMORY_CHECK_ENV, "refuse").strip().lower()
+    if mode == "off" or need <= avail:
+        return "fits", ""
+    gb = 1024 ** 3
+    text = (f"this image needs about {need / gb:.1f} GB of RAM ({est.peak_stage} stage, {est.strategy}) "
+            f"but {avail / gb:.1f} GB is available")
+    if need > REFUSE_MARGIN * (avail + swap_free()) and mode != "warn":
+        return "refuse", text
+    return "tight", text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch
 from MedAILib.core.errors import InputError, ModelError
 from MedAILib.core.progress import CancelToken, Progress
 from MedAILib.core.volume import Volume
+from MedAILib.runtime.memory import release_free_memory
 from MedAILib.runtime.model_space import STREAM_KEY, as_model_output, labels_from_model_space, to_model_space
 
 log = logging.getLogger(__name__)
@@ -199,20 +201,25 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
                              f"choose from: {', '.join(l.name for l in label_infos)}")
         label_infos = [by_name[s.lower()] for s in structures]
     dev = choose_device(device)
-    _memory_check(bundle, volumes[0], dev, progress)
+    run_options = _memory_check(bundle, volumes, dev, progress)
     progress.stage(0.0, 0.1).update(0.0, "preparing the image (model space)")
     cancel.check()
     data = to_model_space(volumes, bundle)
+    release_free_memory()
     image = data["image"]
     progress.stage(0.1, 0.9).update(0.0, f"running {bundle.name} on {dev.type}")
     # Held in a list that _postprocess empties, so the logits can be freed mid post-processing.
-    logits = [run_inferer(bundle.inferer, bundle.network, image.as_tensor()[None], dev, progress, cancel)[0]]
+    logits = [run_inferer(bundle.inferer, bundle.network, image.as_tensor()[None], dev, progress, cancel,
+                          **run_options)[0]]
     del image
     data = release_image_voxels(data, bundle)
+    release_free_memory()
     cancel.check()
     post_progress = progress.stage(0.9, 1.0)
     post_progress.update(0.0, "post-processing")
     pred = _postprocess(bundle, data, logits, post_progress)
+    del data
+    release_free_memory()
     labelmap = labels_to_volume(pred, volumes[0], label_infos)
     keep = {l.value for l in label_infos}
     arr = labelmap.array
@@ -242,21 +249,40 @@ def _align_inputs(volumes, assume_aligned: bool, progress: Progress) -> list:
     return aligned
 
 
-def _memory_check(bundle, volume: Volume, dev, progress: Progress) -> None:
-    """Say before running when the expected memory will not fit, and what to do (never blocks the run:
-    the OOM fall-back in :mod:`.inference` still applies)."""
-    try:
-        from MedAILib.runtime.memory import clearly_fits, estimate_for_bundle
+def _memory_check(bundle, volumes, dev, progress: Progress) -> dict:
+    """Estimate the run's memory from the bundle and the inputs' header before any work; refuse with
+    a clear message when it cannot fit (beyond the estimate's error, RAM + swap), warn when tight, and
+    on a GPU too small for the sliding-window buffers switch to stitching on the CPU. Returns options
+    for :func:`MedAILib.runtime.inferer.run_inferer`."""
+    from MedAILib.runtime.memory import MB, check_run, clearly_fits, estimate_run
 
+    volume = volumes[0]
+    try:
         if clearly_fits(bundle, volume, device=str(dev)):
-            return
-        est = estimate_for_bundle(bundle, volume, device=str(dev))
+            return {}
+        est = estimate_run(bundle, volume.size_ijk, volume.ijk_to_ras, volume.array.dtype, len(volumes),
+                           device="cpu" if dev.type == "cpu" else str(dev))
     except Exception as e:  # noqa: BLE001 - an estimate must never break a segmentation
         log.debug("memory estimate unavailable: %s", e)
-        return
+        return {}
     log.info("%s", est.summary())
-    if not est.fits:
-        progress.log("warning: " + est.summary())
+    verdict, text = check_run(est, input_resident=True)
+    name = Path(str(volume.metadata.get("source") or "the image")).name
+    hint = ("crop the image to the region of interest" + (", use --fast" if getattr(getattr(bundle, "entry", None),
+                                                                                       "fast_spacing", None) else "")
+            + ", close other programs or use a machine with more RAM")
+    if verdict == "refuse":
+        raise InputError(f"{name}: not enough memory: {text}",
+                         hint + " (MEDAI_MEMORY_CHECK=warn runs it anyway)")
+    if verdict == "tight":
+        progress.log(f"warning: {name}: {text}; it may run out of memory — {hint}")
+    options = {}
+    if (dev.type == "cuda" and est.device_bytes and est.available_device_bytes is not None
+            and est.device_bytes > est.available_device_bytes):
+        options["stitch_device"] = torch.device("cpu")
+        progress.log(f"memory: windows on {dev} and stitching on the CPU (the sliding-window buffers need "
+                     f"~{est.device_bytes / MB:,.0f} MB, {est.available_device_bytes / MB:,.0f} MB free on {dev})")
+    return options
 
 
 def input_spec(bundle) -> dict:
