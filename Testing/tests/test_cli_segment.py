@@ -91,6 +91,6 @@ def test_models_list_show_and_unknown(env):
     r = medai(env, "models", "list", "--json")
     assert r.returncode == 0 and any(m["id"] == "hippocampus_unet" for m in json.loads(r.stdout))
     r = medai(env, "models", "show", "hippocampus_unet")
-    assert r.returncode == 0 and "SCT^5001000" in r.stdout
+    assert r.returncode == 0 and "SCT^5366008" in r.stdout  # Hippocampus in Slicer's DICOM master list
     r = medai(env, "models", "show", "nope")
     assert r.returncode == 2 and "no model called" in r.stderr

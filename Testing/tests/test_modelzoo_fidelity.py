@@ -300,8 +300,9 @@ def test_terminology_mapping():
     from MedAILib.models.terminology import lookup
 
     assert lookup("spleen")["code"] == "78961009"
-    assert lookup("kidney_right")["code"] == "9846003"          # word order and '_' ignored
-    assert lookup("Left Kideny")["code"] == "18639004"          # a typo found in a real bundle
+    right = lookup("kidney_right")                               # word order and '_' ignored
+    assert right["code"] == "64033007" and right["laterality"][0] == "24028007"  # Kidney + Right (Slicer's list)
+    assert lookup("Left Kideny")["laterality"][0] == "7771000"  # a typo found in a real bundle
     adrenal = lookup("adrenal_gland_left")
     assert adrenal["code"] == "23451007" and adrenal["laterality"][0] == "7771000"
     assert lookup("tumour")["code"] == "108369006"

@@ -3,7 +3,10 @@
 Model Zoo bundles name their output channels freely ("kidney_right", "Left Kideny", "spleen").
 We normalise the name (case, '_'/'-', word order, a few aliases and typos), pull out laterality, and
 look the rest up in a small table. No fuzzy matching beyond that: a wrong code is worse than none.
-The result is a Slicer terminology string (the format of ``LabelInfo.terminology``).
+The result is a Slicer terminology string (the format of ``LabelInfo.terminology``) in the context
+"Segmentation category and type - DICOM master list", whose file Slicer ships: every code in the
+table is a type listed there, and a side becomes the type modifier only where that list has
+Right/Left modifiers for the type (``lateral`` in the table); otherwise the side stays in the name.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from MedAILib.core.paths import resources_dir
 
 # SNOMED-CT laterality qualifiers (Slicer puts them in the "type modifier" field).
 LATERALITY = {"right": ("24028007", "Right"), "left": ("7771000", "Left")}
-_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+CONTEXT = "Segmentation category and type - DICOM master list"
 _ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
 
@@ -52,7 +55,7 @@ def lookup(name: str, table: Optional[dict] = None) -> Optional[dict]:
         key = " ".join(sorted(rest))
         if key in terms:
             _, term = terms[key]
-            return _result(term, LATERALITY[side[0]], table)
+            return _result(term, LATERALITY[side[0]] if term.get("lateral") else None, table)
     return None
 
 
@@ -68,5 +71,5 @@ def terminology_string(name: str, table: Optional[dict] = None) -> Optional[str]
         return None
     cat = t["category"]
     mod = f"SCT^{t['laterality'][0]}^{t['laterality'][1]}" if t["laterality"] else "^^"
-    return (f"{_CONTEXT}~{cat['scheme']}^{cat['code']}^{cat['meaning']}~SCT^{t['code']}^{t['meaning']}"
+    return (f"{CONTEXT}~{cat['scheme']}^{cat['code']}^{cat['meaning']}~SCT^{t['code']}^{t['meaning']}"
             f"~{mod}~{_ANATOMIC_CONTEXT}~^^~^^")
