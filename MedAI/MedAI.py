@@ -37,6 +37,16 @@ class MedAI(ScriptedLoadableModule):
         self.parent.acknowledgementText = _("Built on MONAI, PyTorch, SimpleITK and 3D Slicer.")
 
 
+def timeLeftText(eta_s) -> str:
+    """" — about N s left" (or minutes) for a progress line; "" while the engine cannot tell yet."""
+    if eta_s is None:
+        return ""
+    eta_s = max(0, int(round(eta_s)))
+    if eta_s >= 120:
+        return _(" — about {m} min left").format(m=int(round(eta_s / 60)))
+    return _(" — about {s} s left").format(s=eta_s)
+
+
 class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -91,13 +101,16 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to start the classification."), waitCursor=True):
             segmentation = self.ui.classifySegmentSelector.currentNode()
             segmentId = self.ui.classifySegmentSelector.currentSegmentID() if segmentation is not None else None
+            from MedAISlicerLib.dependencies import start_after_dependencies
+
             self.ui.classifyResultLabel.text = ""
             self.ui.classifyProgressBar.value = 0
-            self._classifyRun = self.logic.classify(
-                self.ui.classifyInputSelector.currentNode(), self.ui.classifyModelComboBox.currentData,
-                segmentation, segmentId or None, self.ui.classifyROISelector.currentNode(),
-                self.ui.classifyExplainComboBox.currentData or None,
-                progressCallback=self.onClassifyProgress, completedCallback=self.onClassifyCompleted)
+            args = (self.ui.classifyInputSelector.currentNode(), self.ui.classifyModelComboBox.currentData,
+                    segmentation, segmentId or None, self.ui.classifyROISelector.currentNode(),
+                    self.ui.classifyExplainComboBox.currentData or None)
+            callbacks = {"progressCallback": self.onClassifyProgress, "completedCallback": self.onClassifyCompleted}
+            # First use: the engine's packages install in the background first (progress, Cancel).
+            self._classifyRun = start_after_dependencies(lambda: self.logic.classify(*args, **callbacks), **callbacks)
             self._classifyTimer.start()
         self.updateClassifyButton()
 
@@ -108,7 +121,7 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onClassifyProgress(self, fraction, message, eta_s) -> None:
         if fraction is not None:
             self.ui.classifyProgressBar.value = int(round(100 * fraction))
-        self.ui.classifyStatusLabel.text = message
+        self.ui.classifyStatusLabel.text = message + timeLeftText(eta_s)
 
     def onClassifyCompleted(self, run) -> None:
         self._classifyTimer.stop()
@@ -157,10 +170,13 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.convertWarningLabel.hide()
             self.ui.convertMetricsLabel.text = ""
             self.ui.convertProgressBar.value = 0
-            self._convertRun = self.logic.synthesize(
-                self.ui.convertInputSelector.currentNode(), self.ui.convertOutputSelector.currentNode(),
-                self.ui.convertModelComboBox.currentData, self.ui.convertReferenceSelector.currentNode(),
-                progressCallback=self.onConvertProgress, completedCallback=self.onConvertCompleted)
+            from MedAISlicerLib.dependencies import start_after_dependencies
+
+            args = (self.ui.convertInputSelector.currentNode(), self.ui.convertOutputSelector.currentNode(),
+                    self.ui.convertModelComboBox.currentData, self.ui.convertReferenceSelector.currentNode())
+            callbacks = {"progressCallback": self.onConvertProgress, "completedCallback": self.onConvertCompleted}
+            # First use: the engine's packages install in the background first (progress, Cancel).
+            self._convertRun = start_after_dependencies(lambda: self.logic.synthesize(*args, **callbacks), **callbacks)
             self._convertTimer.start()
             self.updateConvertButton()
 
@@ -175,12 +191,12 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onConvertProgress(self, fraction, message, eta_s) -> None:
         if fraction is not None:
             self.ui.convertProgressBar.value = int(round(100 * fraction))
-        self.ui.convertStatusLabel.text = message
+        self.ui.convertStatusLabel.text = message + timeLeftText(eta_s)
 
     def onConvertCompleted(self, run) -> None:
         self._convertTimer.stop()
         self.updateConvertButton()
-        if run.oodWarning:  # shown prominently: a GAN output looks plausible even when it is wrong
+        if getattr(run, "oodWarning", ""):  # shown prominently: a GAN output looks plausible even when it is wrong
             self.ui.convertWarningLabel.text = run.oodWarning
             self.ui.convertWarningLabel.show()
         if run.status == "done":
@@ -265,11 +281,13 @@ class MedAITest(ScriptedLoadableModuleTest):
         """Convert a brain MR with the shipped T2 -> FLAIR model the way a user would (separate
         process, new output volume) and check the result lies on the input's grid."""
         import numpy as np
-        import SampleData
         import vtk
 
-        inputVolume = SampleData.downloadSample("MRHead")
-        self.delayDisplay("Converting MRHead with t2_to_flair_gan (a T1 image: an OOD warning is expected)")
+        inputVolume = self.brainVolume()
+        if inputVolume is None:
+            return
+        self.delayDisplay(f"Converting {inputVolume.GetName()} with t2_to_flair_gan (an OOD warning is expected "
+                          "for a T1 image such as MRHead)")
         run = MedAILogic().synthesize(inputVolume, None, "t2_to_flair_gan", device="cpu", wait=True)
         self.assertEqual(run.status, "done", run.errorText)
         a, b = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
@@ -279,6 +297,24 @@ class MedAITest(ScriptedLoadableModuleTest):
         self.assertEqual(slicer.util.arrayFromVolume(run.outputVolume).shape,
                          slicer.util.arrayFromVolume(inputVolume).shape)
         self.delayDisplay("Out-of-distribution warning: " + (run.oodWarning or "none"))
+
+    def brainVolume(self):
+        """Slicer's MRHead sample (SampleData, downloaded); where SampleData is not there (slicer-core
+        in CI), a brain MR from the MedAI data folder (MEDAI_DATA_DIR). None (test skipped, with a
+        message) when neither is available."""
+        try:
+            import SampleData
+        except ModuleNotFoundError:
+            SampleData = None
+        if SampleData is not None:
+            return SampleData.downloadSample("MRHead")
+        from MedAILib.core.paths import data_dir
+
+        path = data_dir() / "brainlesion-brats-examples" / "BraTS-GLI-00001-000" / "BraTS-GLI-00001-000-t2w.nii.gz"
+        if not path.is_file():
+            self.delayDisplay(f"Skipped: no SampleData module and {path} not found (set MEDAI_DATA_DIR)")
+            return None
+        return slicer.util.loadVolume(str(path))
 
     def test_classify(self):
         """Classify an adrenal gland segment the way a user would: a volume, a segment drawn on it,

@@ -50,6 +50,7 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         VTKObservationMixin.__init__(self)
         self.logic = None
         self._run = None
+        self._runButton = None
         self._pollTimer = None
 
     def setup(self) -> None:
@@ -89,16 +90,40 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onMultiModelChanged(self.ui.multiModelComboBox.currentIndex)
 
     def cleanup(self) -> None:
-        if self._run is not None and self._run.running:
+        if self._running():
             self._run.cancel()
+        if self._pollTimer is not None:
+            self._pollTimer.stop()
         self.removeObservers()
 
     # --- running -------------------------------------------------------------------------------
-    def _start(self, run, button=None) -> None:
-        self._run = run
-        self.ui.progressBar.value = 0
-        (button or self.ui.registerButton).text = _("Cancel")  # the button that started it stops it
-        self._pollTimer.start()
+    # Every action (register, checkerboard, ensemble, segment with several inputs) runs in a process
+    # of its own: the button that started it becomes Cancel, the others wait; nothing here waits.
+    def _actionButtons(self) -> dict:
+        return {self.ui.registerButton: _("Register"), self.ui.checkerboardButton: _("Checkerboard"),
+                self.ui.ensembleButton: _("Combine"), self.ui.multiSegmentButton: _("Segment")}
+
+    def _running(self) -> bool:
+        return self._run is not None and self._run.running
+
+    def _toggle(self, button, startRun, failure) -> None:
+        """Start ``startRun(**callbacks)`` from ``button`` (after a first-use install when needed), or
+        cancel the run when ``button`` started it."""
+        if self._running():
+            if button is self._runButton:
+                self._run.cancel()
+            else:
+                self.ui.statusLabel.text = _("Busy: wait for the running step, or cancel it.")
+            return
+        with slicer.util.tryWithErrorDisplay(failure, waitCursor=True):
+            from MedAISlicerLib.dependencies import start_after_dependencies
+
+            callbacks = {"progressCallback": self._onProgress, "completedCallback": self._onCompleted}
+            self._run = start_after_dependencies(lambda: startRun(**callbacks), **callbacks)
+            self._runButton = button
+            self.ui.progressBar.value = 0
+            button.text = _("Cancel")
+            self._pollTimer.start()
 
     def _poll(self) -> None:
         if self._run is not None and not self._run.poll():
@@ -107,19 +132,17 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _onProgress(self, fraction, message, eta_s):
         if fraction is not None:
             self.ui.progressBar.value = int(round(100 * fraction))
-        self.ui.statusLabel.text = message + (f" ({eta_s:.0f} s left)" if eta_s else "")
+        self.ui.statusLabel.text = message + (_(" ({s} s left)").format(s=int(round(eta_s))) if eta_s is not None else "")
 
     def _onCompleted(self, run) -> None:
-        self.ui.registerButton.text = _("Register")
-        self.ui.multiSegmentButton.text = _("Segment")
-        if run.status == "done" and getattr(run, "outputSegmentation", None) is not None:
-            self.ui.progressBar.value = 100
-            self.ui.statusLabel.text = _("Done.")
-            self.ui.multiOutputSelector.setCurrentNode(run.outputSegmentation)
-        elif run.status == "done":
+        for button, text in self._actionButtons().items():
+            button.text = text
+        if run.status == "done":
             self.ui.progressBar.value = 100
             self.ui.statusLabel.text = getattr(run, "metricText", "") or _("Done.")
-            if getattr(run, "outputVolume", None) is not None and hasattr(run, "fixedVolume"):
+            if getattr(run, "outputSegmentation", None) is not None and hasattr(run, "model"):
+                self.ui.multiOutputSelector.setCurrentNode(run.outputSegmentation)
+            elif getattr(run, "outputTransform", None) is not None:
                 self.logic.showFused(run.fixedVolume, run.outputVolume, self.ui.opacitySlider.value)
         elif run.status == "cancelled":
             self.ui.statusLabel.text = _("Cancelled.")
@@ -127,19 +150,11 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = _("Failed.")
             slicer.util.errorDisplay(run.errorText)
 
-    def _callbacks(self) -> dict:
-        return {"progressCallback": self._onProgress, "completedCallback": self._onCompleted}
-
     def onRegister(self) -> None:
-        if self._run is not None and self._run.running:
-            self._run.cancel()
-            return
-        with slicer.util.tryWithErrorDisplay(_("Registration could not start."), waitCursor=True):
-            self._start(self.logic.register(self.ui.fixedVolumeSelector.currentNode(),
-                                            self.ui.movingVolumeSelector.currentNode(),
-                                            self.ui.typeComboBox.currentText,
-                                            applyToMoving=self.ui.applyTransformCheckBox.checked,
-                                            **self._callbacks()))
+        fixed, moving = self.ui.fixedVolumeSelector.currentNode(), self.ui.movingVolumeSelector.currentNode()
+        kind, apply = self.ui.typeComboBox.currentText, self.ui.applyTransformCheckBox.checked
+        self._toggle(self.ui.registerButton, lambda **cb: self.logic.register(fixed, moving, kind, applyToMoving=apply, **cb),
+                     _("Registration could not start."))
 
     def currentMultiModel(self):
         i = self.ui.multiModelComboBox.currentIndex
@@ -160,18 +175,13 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.multiSegmentButton.enabled = model is not None
 
     def onMultiSegment(self) -> None:
-        if self._run is not None and self._run.running:
-            self._run.cancel()
-            return
         model = self.currentMultiModel()
-        if model is None:
+        if model is None and not self._running():
             return
-        inputs = [s.currentNode() for s in self._multiInputSelectors[:model.input_count]]
-        with slicer.util.tryWithErrorDisplay(_("Segmentation could not start."), waitCursor=True):
-            self._start(self.logic.segmentMultiInput(
-                inputs, self.ui.multiOutputSelector.currentNode(), model.id,
-                assumeAligned=self.ui.multiAssumeAlignedCheckBox.checked, **self._callbacks()),
-                self.ui.multiSegmentButton)
+        inputs = [s.currentNode() for s in self._multiInputSelectors[:model.input_count]] if model else []
+        output, aligned = self.ui.multiOutputSelector.currentNode(), self.ui.multiAssumeAlignedCheckBox.checked
+        self._toggle(self.ui.multiSegmentButton, lambda **cb: self.logic.segmentMultiInput(
+            inputs, output, model.id, assumeAligned=aligned, **cb), _("Segmentation could not start."))
 
     def onOpacity(self, value) -> None:
         self.logic.setForegroundOpacity(value)
@@ -181,11 +191,9 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                              self.ui.opacitySlider.value)
 
     def onCheckerboard(self) -> None:
-        with slicer.util.tryWithErrorDisplay(_("Checkerboard failed."), waitCursor=True):
-            run = self.logic.checkerboard(self.ui.fixedVolumeSelector.currentNode(),
-                                          self.ui.movingVolumeSelector.currentNode(), wait=True)
-            if run.status != "done":
-                raise RuntimeError(run.errorText)
+        fixed, moving = self.ui.fixedVolumeSelector.currentNode(), self.ui.movingVolumeSelector.currentNode()
+        self._toggle(self.ui.checkerboardButton, lambda **cb: self.logic.checkerboard(fixed, moving, **cb),
+                     _("Checkerboard could not start."))
 
     def onColourOverlay(self) -> None:
         self.logic.showColourOverlay(self.ui.fixedVolumeSelector.currentNode(),
@@ -195,11 +203,16 @@ class MedAIFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onEnsemble(self) -> None:
         inputs = [self.ui.ensembleInput0Selector.currentNode(), self.ui.ensembleInput1Selector.currentNode(),
                   self.ui.ensembleInput2Selector.currentNode()]
-        weights = [float(w) for w in self.ui.weightsLineEdit.text.replace(",", " ").split()] or None
-        with slicer.util.tryWithErrorDisplay(_("Ensemble failed."), waitCursor=True):
-            run = self.logic.ensemble(inputs, self.ui.ensembleMethodComboBox.currentText, weights, wait=True)
-            if run.status != "done":
-                raise RuntimeError(run.errorText)
+        method, text = self.ui.ensembleMethodComboBox.currentText, self.ui.weightsLineEdit.text
+
+        def start(**callbacks):
+            try:
+                weights = [float(w) for w in text.replace(",", " ").split()] or None
+            except ValueError:
+                raise ValueError(_("Weights must be numbers, e.g. 1 2 1.")) from None
+            return self.logic.ensemble(inputs, method, weights, **callbacks)
+
+        self._toggle(self.ui.ensembleButton, start, _("Ensemble could not start."))
 
 
 class MedAIFusionLogic(ScriptedLoadableModuleLogic):
@@ -228,13 +241,12 @@ class MedAIFusionLogic(ScriptedLoadableModuleLogic):
         return self._go(run, wait)
 
     def checkerboard(self, fixedVolume, movingVolume, squares=(8, 8, 1), wait=False, show=True, **callbacks):
+        """Checkerboard of fixed and moving on the fixed grid, in a ``medai fuse`` process; shown as
+        the slice views' background when it is loaded (``show``)."""
         from MedAISlicerLib.tasks.fusion import FuseRun
 
-        run = self._go(FuseRun("checkerboard", fixedVolume, movingVolume, squares=squares,
-                               enginePrefix=self.enginePrefix, **callbacks), wait)
-        if wait and show and run.status == "done":
-            slicer.util.setSliceViewerLayers(background=run.outputVolume, foreground=None)
-        return run
+        return self._go(FuseRun("checkerboard", fixedVolume, movingVolume, squares=squares, show=show,
+                                enginePrefix=self.enginePrefix, **callbacks), wait)
 
     def blend(self, fixedVolume, movingVolume, alpha=0.5, wait=False, **callbacks):
         from MedAISlicerLib.tasks.fusion import FuseRun

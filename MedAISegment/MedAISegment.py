@@ -158,7 +158,10 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateApplyButton)
             self.selectModel(self._parameterNode.modelId)
-            self.ui.deviceComboBox.currentIndex = max(0, ["auto", "cuda", "cpu"].index(self._parameterNode.device))
+            from MedAISlicerLib.tasks import DEVICES  # the .ui lists them in this order
+
+            device = self._parameterNode.device
+            self.ui.deviceComboBox.currentIndex = DEVICES.index(device) if device in DEVICES else 0
             self.updateApplyButton()
 
     # --- models, inputs, structures --------------------------------------------------------
@@ -234,8 +237,10 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateApplyButton()
 
     def onDeviceChanged(self, index) -> None:
-        if self._parameterNode and index >= 0:
-            self._parameterNode.device = ["auto", "cuda", "cpu"][index]
+        from MedAISlicerLib.tasks import DEVICES
+
+        if self._parameterNode and 0 <= index < len(DEVICES):
+            self._parameterNode.device = DEVICES[index]
 
     def updateApplyButton(self, caller=None, event=None) -> None:
         if self._run is not None and self._run.running:
@@ -257,11 +262,11 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run.cancel()
             return
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            from MedAISlicerLib import dependencies
+            from MedAISlicerLib.dependencies import start_after_dependencies
 
-            dependencies.ensure(confirm=True)
             model = self.currentModel()
-            output = self._parameterNode.outputSegmentation
+            p = self._parameterNode
+            output = p.outputSegmentation
             overwrite = False
             if output is not None and output.GetSegmentation().GetNumberOfSegments() > 0:
                 overwrite = slicer.util.confirmOkCancelDisplay(
@@ -270,12 +275,13 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     return
             self.ui.logTextEdit.clear()
             self.ui.progressBar.value = 0
-            self._run = self.logic.process(
-                self._parameterNode.inputVolumes(model.input_count), output, model.id,
-                structures=self.checkedStructures(), device=self._parameterNode.device,
-                fast=self._parameterNode.fast, assumeAligned=self._parameterNode.assumeAligned,
-                overwrite=overwrite, wait=False,
-                progressCallback=self.onProgress, logCallback=self.addLog, completedCallback=self.onCompleted)
+            callbacks = {"progressCallback": self.onProgress, "logCallback": self.addLog,
+                         "completedCallback": self.onCompleted}
+            inputs, structures = p.inputVolumes(model.input_count), self.checkedStructures()
+            # First use: the engine's packages install in the background first (progress, Cancel).
+            self._run = start_after_dependencies(lambda: self.logic.process(
+                inputs, output, model.id, structures=structures, device=p.device, fast=p.fast,
+                assumeAligned=p.assumeAligned, overwrite=overwrite, wait=False, **callbacks), **callbacks)
             self._pollTimer.start()
             self.updateApplyButton()
 
@@ -298,7 +304,8 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run.status == "done":
             self.ui.progressBar.value = 100
             self.ui.progressLabel.text = _("Done.")
-            self._parameterNode.outputSegmentation = run.outputSegmentation
+            if self._parameterNode:
+                self._parameterNode.outputSegmentation = run.outputSegmentation
         elif run.status == "cancelled":
             self.ui.progressLabel.text = _("Cancelled.")
         else:
@@ -367,13 +374,12 @@ class MedAISegmentTest(ScriptedLoadableModuleTest):
         self.test_segment_hippocampus()
 
     def test_segment_hippocampus(self):
-        import numpy as np
-
-        from MedAILib.core.paths import data_dir
-
         import json
 
-        from MedAILib.core.paths import resources_dir
+        import numpy as np
+
+        from MedAILib.core.paths import data_dir, resources_dir
+        from MedAISlicerLib.models import find_model
 
         # a held-out case of the shipped model (its fixed split), not one it was trained on
         split = json.loads((resources_dir() / "Models" / "hippocampus_unet" / "split.json").read_text())
@@ -391,19 +397,18 @@ class MedAISegmentTest(ScriptedLoadableModuleTest):
         run = MedAISegmentLogic().process([volume], None, "hippocampus_unet", device="cpu", wait=True)
         seg = run.outputSegmentation
         segmentation = seg.GetSegmentation()
-        from MedAISlicerLib.models import find_model
-
         labels = find_model("hippocampus_unet").labels
         self.assertEqual(segmentation.GetNumberOfSegments(), len(labels))
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), before)  # input untouched
 
-        from MedAILib.io import read_segmentation
-
-        truth = read_segmentation(reference).array
+        # The reference label read by Slicer too; masks taken on its grid (world positions, not indices).
+        truthNode = slicer.util.loadLabelVolume(str(reference), {"show": False})
+        truth = slicer.util.arrayFromVolume(truthNode)
         for label in labels:
             segmentId = segmentation.GetSegmentIdBySegmentName(label.name)
             self.assertTrue(segmentId, f"no segment named {label.name}")
-            mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segmentId, volume) > 0
+            self.assertEqual(segmentation.GetSegment(segmentId).GetTerminology(), label.terminology)
+            mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segmentId, truthNode) > 0
             ref = truth == label.value
             dice = 2.0 * np.logical_and(mask, ref).sum() / max(1, mask.sum() + ref.sum())
             self.delayDisplay(f"{label.name}: Dice {dice:.3f}")

@@ -1,4 +1,7 @@
-"""The segmentation models of the catalogue (MedAILib.models.catalogue), as the module lists them."""
+"""The segmentation models of the catalogue (MedAILib.models.catalogue), as the module lists them.
+
+What a model needs as inputs is the catalogue entry's own spec (``CatalogueEntry.input_spec``) and
+is checked with the engine's own rule (``MedAILib.runtime.validation.check_input_count``)."""
 
 from __future__ import annotations
 
@@ -19,10 +22,22 @@ class ModelChoice:
     size_bytes: int = 0
     licence: str = ""
     description: str = ""
+    spec: dict = dataclasses.field(default_factory=dict)  # the catalogue entry's input_spec()
 
     @property
     def input_count(self) -> int:
-        return len(self.inputs)
+        return int(self.spec.get("n_inputs", len(self.inputs)))
+
+    def check_input_count(self, volumes) -> None:
+        """ValueError with the engine's own words when ``volumes`` is not the number of inputs the
+        model needs (a wrong count would reach the engine as several cases)."""
+        from MedAILib.core.errors import InputError
+        from MedAILib.runtime.validation import check_input_count
+
+        try:
+            check_input_count(len(volumes), self.spec or {"model": self.id})
+        except InputError as e:
+            raise ValueError(str(e)) from None
 
     def size_text(self) -> str:
         mb = self.size_bytes / 1e6
@@ -40,6 +55,8 @@ class ModelChoice:
 
 
 def from_entry(entry: dict) -> ModelChoice:
+    from MedAILib.models.catalogue import CatalogueEntry
+
     return ModelChoice(
         id=entry["id"],
         title=entry.get("title", entry["id"]),
@@ -49,6 +66,7 @@ def from_entry(entry: dict) -> ModelChoice:
         size_bytes=int(entry.get("size_bytes", 0)),
         licence=entry.get("licence", ""),
         description=entry.get("description", ""),
+        spec=CatalogueEntry(entry, "given").input_spec(),
     )
 
 

@@ -60,55 +60,67 @@ def volume_view_from_node(volumeNode) -> Volume:
     return Volume(array, slicer.util.arrayFromVTKMatrix(m), metadata={"name": volumeNode.GetName()})
 
 
-def _segment_id(name: str, taken) -> str:
-    base = "".join(c if c.isalnum() else "_" for c in name) or "Segment"
-    sid, n = base, 2
-    while sid in taken:
-        sid, n = f"{base}_{n}", n + 1
-    return sid
+def load_segmentation_file(path, name: str, referenceVolumeNode, into=None, replace=False):
+    """Load a segmentation file written by the engine with Slicer's own reader
+    (``slicer.util.loadSegmentation``): segment names, colours, label values and terminology are
+    the ones the engine wrote (it applies the catalogue's label table once, in the engine).
 
-
-def import_segmentation_file(path, segmentationNode, referenceVolumeNode, labels=None, replace=False) -> list:
-    """Fill ``segmentationNode`` from a labelmap file written by the engine (.seg.nrrd or .nii.gz).
-
-    One segment per label with its name, colour and terminology (``labels``: MedAILib LabelInfo list
-    overriding the file's table). Geometry comes from ``referenceVolumeNode``: the engine writes its
-    results on the input's own grid, which is checked here. Returns the new segment IDs.
+    ``into`` None: the loaded node is the result, named ``name``. Otherwise its segments move into
+    ``into`` (whose segments are removed first when ``replace``) and the loaded node is removed.
+    Either way the segmentation's reference geometry is ``referenceVolumeNode`` when given (the
+    engine writes results on that volume's grid), so the Segment Editor edits on its voxels.
+    Returns the node.
     """
-    from MedAILib.io import read_segmentation
+    loaded = slicer.util.loadSegmentation(str(path), {"name": name})
+    try:
+        target = loaded if into is None else into
+        if into is not None:
+            segmentation = into.GetSegmentation()
+            if replace:
+                segmentation.RemoveAllSegments()
+            source = loaded.GetSegmentation()
+            for segmentId in list(source.GetSegmentIDs()):
+                segmentation.CopySegmentFromSegmentation(source, segmentId, True)
+            slicer.mrmlScene.RemoveNode(loaded)
+        if referenceVolumeNode is not None:
+            target.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
+            target.SetNodeReferenceID(target.GetReferenceImageGeometryReferenceRole(), referenceVolumeNode.GetID())
+        target.CreateDefaultDisplayNodes()
+        return target
+    except Exception:
+        if loaded.GetScene() is not None and loaded is not into:
+            slicer.mrmlScene.RemoveNode(loaded)
+        raise
 
-    result = read_segmentation(path)
-    reference = volume_from_node(referenceVolumeNode)
-    if not result.same_grid(reference, atol=1e-3):
-        raise ValueError(f"The result {Path(path).name} is not on the grid of '{referenceVolumeNode.GetName()}'.")
-    in_file = {l.value: l for l in (result.labels or [])}
-    override = {l.value: l for l in (labels or [])}  # e.g. the catalogue's names/colours/terminology
-    values = set(in_file) | (set(int(v) for v in np.unique(result.array)) - {0})
 
-    segmentation = segmentationNode.GetSegmentation()
-    if replace:
-        segmentation.RemoveAllSegments()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
-    segmentationNode.SetNodeReferenceID(segmentationNode.GetReferenceImageGeometryReferenceRole(),
-                                        referenceVolumeNode.GetID())
-    taken = set(segmentation.GetSegmentIDs())
-    ids = []
-    for value in sorted(values):
-        info = override.get(value) or in_file.get(value)
-        name = info.name if info else f"label_{value}"
-        color = tuple(float(c) for c in (info.color if info else (0.5, 0.5, 0.5)))
-        segmentId = segmentation.AddEmptySegment(_segment_id(name, taken), name, color)
-        taken.add(segmentId)
-        segment = segmentation.GetSegment(segmentId)
-        if info is not None and info.terminology:
-            # SetTag works in every Slicer 5.x (SetTerminology only from 5.10).
-            segment.SetTag(segment.GetTerminologyEntryTagName(), info.terminology)
-        mask = (result.array == value).astype(np.uint8)
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask, segmentationNode, segmentId,
-                                                         referenceVolumeNode=referenceVolumeNode)
-        ids.append(segmentId)
-    segmentationNode.CreateDefaultDisplayNodes()
-    return ids
+def load_volume_file(path, name: str, into=None, show=False):
+    """Load a volume file written by the engine with Slicer's own reader (``slicer.util.loadVolume``).
+
+    ``into`` None: the loaded node is the result, named ``name``. Otherwise ``into`` gets the loaded
+    voxels and geometry and the loaded node is removed (``into`` keeps its name and display)."""
+    loaded = slicer.util.loadVolume(str(path), {"name": name, "show": bool(show)})
+    if into is None:
+        return loaded
+    m = vtk.vtkMatrix4x4()
+    loaded.GetIJKToRASMatrix(m)
+    into.SetAndObserveImageData(loaded.GetImageData())
+    into.SetIJKToRASMatrix(m)
+    slicer.mrmlScene.RemoveNode(loaded)
+    return into
+
+
+def write_segmentation_node(segmentationNode, folder, stem: str) -> Path:
+    """Write ``segmentationNode`` with Slicer's own segmentation writer to ``folder/stem.seg.nrrd``
+    (uncompressed: it lives only until the run ends). The file keeps each segment's label value,
+    name, colour and terminology, which the engine reads. MRML: call it on Slicer's main thread."""
+    path = Path(folder) / f"{stem}.seg.nrrd"
+    storage = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentationStorageNode")
+    storage.UnRegister(None)  # owned by the Python variable (as Slicer's own scripts do)
+    storage.SetFileName(str(path))
+    storage.UseCompressionOff()
+    if not storage.WriteData(segmentationNode):
+        raise ValueError(f"Could not write '{segmentationNode.GetName()}' for the engine ({path}).")
+    return path
 
 
 def place_next_to(node, referenceNode) -> None:
@@ -129,11 +141,6 @@ def segment_mask_volume(segmentationNode, segmentId, referenceVolumeNode) -> Vol
                          "empty. Draw it first (Segment Editor).")
     reference = volume_view_from_node(referenceVolumeNode)  # only its geometry is used
     return reference.with_array((np.asarray(mask) > 0).astype(np.uint8))
-
-
-def write_segment_mask(segmentationNode, segmentId, referenceVolumeNode, folder, stem: str) -> Path:
-    """Write one segment as a 0/1 labelmap on ``referenceVolumeNode``'s grid (``folder/stem.nrrd``)."""
-    return write_volume(segment_mask_volume(segmentationNode, segmentId, referenceVolumeNode), folder, stem)
 
 
 def roi_bounds(roiNode) -> list:

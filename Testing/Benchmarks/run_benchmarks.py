@@ -271,9 +271,9 @@ def section_scale(ctx: Context) -> dict:
 
 def section_slicer(ctx: Context) -> dict:
     sys.path.insert(0, str(bs.REPO / "Testing" / "tests"))
-    from slicer_support import standin
+    from slicer_support import real  # real MRML (slicer-core)
 
-    slicer = standin.activate()
+    slicer = real.activate()
     os.environ.update({k: ctx.env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MEDAI_HOME")})
     folder, _info = ctx.bundle("shipped")
     cat = ctx.work / "bench_catalogue.json"
@@ -353,7 +353,7 @@ def section_slicer(ctx: Context) -> dict:
         ct_runs.append({"start_s": start_s, "max_poll_s": max_poll, "max_gap_s": max_gap, "written_s": written_s,
                         "cancel_s": cancel_s})
     del ct
-    slicer.reset()
+    real.reset()
     return {"volume": _name, "runs": results,
             "ct_input_write_ms": _r(1000 * bs.median(ct_times), 1),
             "ct_start_call_ms": _r(1000 * bs.median([r["start_s"] for r in ct_runs]), 1),

@@ -146,7 +146,6 @@ class _App:
         self.majorVersion, self.minorVersion = (int(x) for x in version("slicer-core").split(".")[:2])
         self.temporaryPath = tempfile.mkdtemp(prefix="slicer-real-tmp-")
         self.cachePath = os.path.join(self.temporaryPath, "cache")
-        self._startupEnvironment = _Environment(os.environ)
 
     def mrmlScene(self):
         return self._h.scene
@@ -169,7 +168,9 @@ class _App:
         return None  # as Slicer started with --no-main-window
 
     def startupEnvironment(self):
-        return self._startupEnvironment
+        # Slicer's is the environment it was started with; here it is read now, so a test's
+        # environment (MEDAI_HOME, a fake engine's mode) reaches the engine process as Slicer's would.
+        return _Environment(os.environ)
 
     def translate(self, context, text):
         return text
@@ -302,23 +303,29 @@ class Harness:
             sh.CreateItem(sh.GetSceneItemID(), node, plugin)
 
     def reset(self):
-        """File > Close Scene: Clear(0) keeps singletons (slice, selection, default colour nodes)."""
+        """File > Close Scene: Clear(0) keeps singletons (slice, selection, default colour nodes).
+        Tests also get a fresh, empty ``slicer.app.temporaryPath`` (the old one is removed)."""
+        import shutil
+
+        import slicer
+
         self.scene.Clear(0)
+        app = getattr(slicer, "app", None)
+        if isinstance(app, _App):
+            shutil.rmtree(app.temporaryPath, ignore_errors=True)
+            app.temporaryPath = tempfile.mkdtemp(prefix="slicer-real-tmp-")
+            app.cachePath = os.path.join(app.temporaryPath, "cache")
         return self.scene
 
 
 def install():
     """Import slicer-core's ``slicer``, build the real scene once and wire the module globals.
 
-    Idempotent: later calls return the same Harness. Raises if the project's stand-in ``slicer``
-    is already imported in this process (the two cannot share one interpreter).
+    Idempotent: later calls return the same Harness.
     """
     global _harness
     if _harness is not None:
         return _harness
-    loaded = sys.modules.get("slicer")
-    if loaded is not None and getattr(loaded, "IS_STANDIN", False):
-        raise RuntimeError("the Slicer stand-in (Testing/slicer_standin) is already imported in this process")
     if not os.environ.get("DISPLAY"):
         # No X server: let VTK open an EGL (Mesa) window directly instead of warning about X first.
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
@@ -369,12 +376,15 @@ def load_scripted_module(pyfile):
 SliceRender = namedtuple("SliceRender", "path rgb ras_to_pixel")
 
 
-def render_slice_png(volumeNode, overlay=None, view="Red", path=None, offset_ras=None, size=(256, 256)):
+def render_slice_png(volumeNode, overlay=None, view="Red", path=None, offset_ras=None, size=(256, 256),
+                     foreground=None, foreground_opacity=0.5):
     """Render slice view ``view`` offscreen as Slicer draws it and write a PNG (if ``path``).
 
     ``overlay``: a vtkMRMLSegmentationNode (drawn by vtkMRMLSegmentationsDisplayableManager2D) or a
-    labelmap volume (the slice's label layer). ``offset_ras``: a number (slice offset in mm) or an
-    R,A,S point the slice must pass through. The field of view is fitted to the background volume.
+    labelmap volume (the slice's label layer). ``foreground``: a volume shown over the background
+    with ``foreground_opacity`` (its display node's colour table, e.g. a heat-map). ``offset_ras``: a
+    number (slice offset in mm) or an R,A,S point the slice must pass through. The field of view is
+    fitted to the background volume.
     Returns SliceRender(path, rgb array [rows top-down, cols, 3], ras_to_pixel(r, a, s) -> (row, col)).
     """
     import numpy as np
@@ -387,6 +397,8 @@ def render_slice_png(volumeNode, overlay=None, view="Red", path=None, offset_ras
     logic = h.slice_logics[view]
     sliceNode, composite = logic.GetSliceNode(), logic.GetSliceCompositeNode()
     composite.SetBackgroundVolumeID(volumeNode.GetID() if volumeNode else None)
+    composite.SetForegroundVolumeID(foreground.GetID() if foreground is not None else None)
+    composite.SetForegroundOpacity(float(foreground_opacity))
     isLabel = overlay is not None and overlay.IsA("vtkMRMLLabelMapVolumeNode")
     composite.SetLabelVolumeID(overlay.GetID() if isLabel else None)
     if overlay is not None and overlay.IsA("vtkMRMLSegmentationNode"):

@@ -63,12 +63,12 @@ def medai_env():
 
 @pytest.fixture
 def slicer(monkeypatch, tmp_path):
-    """The clearly labelled stand-in for Slicer's Python API (Testing/slicer_standin), fresh per test,
-    with a private MEDAI_HOME."""
-    from slicer_support import standin
+    """Real Slicer (slicer-core: real MRML and module logics, Testing/slicer_real) with a closed
+    scene and a fresh temporary folder per test, and a private MEDAI_HOME."""
+    from slicer_support import real
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "medai-home"))
-    s = standin.activate()
+    s = real.activate()
     yield s
-    s.reset()
+    real.reset()

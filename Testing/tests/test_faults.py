@@ -153,12 +153,12 @@ def test_kill_term_int_leave_no_output_under_a_final_name(tmp_path, bundle, imag
 # --- the Slicer Logic after a killed and a crashed engine ---------------------------------------------
 
 def test_logic_reports_killed_and_crashed_engine_then_works_again(tmp_path, monkeypatch, bundle, data_dir):
-    from slicer_support import standin
+    from slicer_support import real  # real MRML (slicer-core)
 
     monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setenv("FAULT_BUNDLE", str(bundle))
-    slicer = standin.activate()
+    slicer = real.activate()
     try:
         import MedAISegment
 
@@ -203,7 +203,7 @@ def test_logic_reports_killed_and_crashed_engine_then_works_again(tmp_path, monk
         np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), before)
         assert list(Path(slicer.app.temporaryPath).glob("MedAISegment*")) == []
     finally:
-        slicer.reset()
+        real.reset()
 
 
 # --- disk full -------------------------------------------------------------------------------------------

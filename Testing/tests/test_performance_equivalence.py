@@ -157,9 +157,9 @@ def test_seg_nrrd_fast_gzip_reads_back_identical(tmp_path, monkeypatch):
 
 def test_engine_input_written_uncompressed_reads_back_identical(tmp_path):
     sys.path.insert(0, str(REPO / "Testing" / "tests"))
-    from slicer_support import standin
+    from slicer_support import real  # real MRML (slicer-core)
 
-    slicer = standin.activate()
+    slicer = real.activate()
     try:
         from MedAILib.io import read_image, write_image
         from MedAISlicerLib import nodes
@@ -179,7 +179,7 @@ def test_engine_input_written_uncompressed_reads_back_identical(tmp_path):
         np.testing.assert_array_equal(a.array, arr)
         np.testing.assert_allclose(a.ijk_to_ras, b.ijk_to_ras, atol=1e-9)
     finally:
-        slicer.reset()
+        real.reset()
 
 
 @pytest.mark.slow  # four fresh interpreters (torch + MONAI imports): ~40 s idle, 2 min on a loaded 2-core machine

@@ -66,12 +66,14 @@ def _blocked_writer(monkeypatch, fail=False):
     return release, entered
 
 
-def test_start_returns_before_the_input_is_written_then_runs(slicer, volume, catalogue, monkeypatch):
+def test_start_returns_before_the_input_is_written_then_runs(slicer, volume, catalogue, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_MODE", "ok")
+    monkeypatch.setenv("FAKE_STARTED", str(tmp_path / "started"))
     release, entered = _blocked_writer(monkeypatch)
     run = _logic().process([volume], None, "fake_hippo", catalogue=catalogue)
     assert run.status == "running" and entered.wait(10)
-    assert run.process._proc is None and run.poll(), "the engine must not start before its input is written"
+    time.sleep(0.5)
+    assert run.poll() and not (tmp_path / "started").exists(), "the engine must not start before its input is written"
     release.set()
     run.wait(timeout=120)
     assert run.status == "done", run.errorText
@@ -82,6 +84,7 @@ def test_cancel_while_writing_never_starts_the_engine_and_leaves_no_temp(slicer,
                                                                          tmp_path):
     monkeypatch.setenv("FAKE_MODE", "slow")
     monkeypatch.setenv("FAKE_PIDFILE", str(tmp_path / "child.pid"))
+    monkeypatch.setenv("FAKE_STARTED", str(tmp_path / "started"))
     release, entered = _blocked_writer(monkeypatch)
     finished = []
     run = _logic().process([volume], None, "fake_hippo", catalogue=catalogue, completedCallback=finished.append)
@@ -92,9 +95,9 @@ def test_cancel_while_writing_never_starts_the_engine_and_leaves_no_temp(slicer,
     assert finished == [run] and run.status == "cancelled" and not run.poll()
     release.set()  # the write completes after the cancel (and re-creates files in the folder)
     run.wait(timeout=30)  # joins the writer, which removes what it wrote
-    assert run.process._proc is None
     time.sleep(0.5)
-    assert not (tmp_path / "child.pid").exists(), "the engine was started after cancel"
+    assert not (tmp_path / "started").exists() and not (tmp_path / "child.pid").exists(), \
+        "the engine was started after cancel"
     assert _leftovers(slicer) == []
     assert not slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
 
@@ -110,8 +113,9 @@ def test_failed_write_is_reported_and_cleaned_up(slicer, volume, catalogue, monk
 
 
 SYNTH_ENGINE = """
-import json, sys
+import json, os, sys
 from MedAILib.io import read_image, write_image
+open(os.environ["FAKE_STARTED"], "w").close()
 args = sys.argv[1:]
 source, out = args[1], args[args.index("-o") + 1]
 write_image(read_image(source), out)  # the "conversion" is a copy: the test checks the engine saw the input
@@ -125,12 +129,14 @@ def test_synthesis_start_returns_before_its_input_is_written_and_the_engine_gets
 
     engine = tmp_path / "synth_engine.py"
     engine.write_text(SYNTH_ENGINE)
+    monkeypatch.setenv("FAKE_STARTED", str(tmp_path / "started"))
     release, entered = _blocked_writer(monkeypatch)
     run = SynthesisRun(volume, device="cpu", enginePrefix=[sys.executable, str(engine)]).start()
     assert run.status == "running" and entered.wait(10)
     source = Path(run.tempDir) / "input.nrrd"
     assert not source.exists(), "start() must return before the input file is written"
-    assert run.process._proc is None and run.poll(), "the engine must not start before its input is written"
+    time.sleep(0.5)
+    assert run.poll() and not (tmp_path / "started").exists(), "the engine must not start before its input is written"
     release.set()
     run.wait(timeout=120)
     assert run.status == "done", run.errorText

@@ -1,6 +1,6 @@
-"""The bad-input corpus (Testing/badinputs/corpus.py) through the MedAISegment LOGIC with the Slicer
-stand-in (issue 9 item 4): the Logic runs in this process, the engine in its own process exactly as
-in Slicer (`python -m MedAILib.cli segment`, shipped hippocampus model).
+"""The bad-input corpus (Testing/badinputs/corpus.py) through the MedAISegment LOGIC on real MRML
+(slicer-core; issue 9 item 4): the Logic runs in this process, the engine in its own process exactly
+as in Slicer (`python -m MedAILib.cli segment`, shipped hippocampus model).
 
 Each case must raise with the corpus's expected message, leave the input node unchanged (voxels and
 geometry), leave no segmentation node and no temporary folder.
@@ -8,8 +8,9 @@ geometry), leave no segmentation node and no temporary folder.
 Which cases (a representative subset, to keep the file fast: every engine run starts a process):
 - image-level: 7 ``volume`` cases, one per kind of check (SUBSET; ``MEDAI_SLICER_CORPUS=all`` runs every
   ``volume`` case a volume NODE can hold: a file Slicer cannot load never reaches the Logic);
-- model-level: the input-count cases, refused by the Logic before any process starts, in the
-  engine's wording (a two-input model from a test catalogue), see MODEL_CASES.
+- model-level: the input-count cases, refused before any process starts by the engine's own count
+  check (MedAILib.runtime.validation.check_input_count on the catalogue's input spec; a two-input
+  model from a test catalogue), see MODEL_CASES.
 Not through the Logic: ``misaligned-grids`` (the Logic's multi-input path aligns instead of refusing:
 test_slicer_multi_input.py), labelmap/complex/4D/memory cases (no scalar volume node holds them).
 """

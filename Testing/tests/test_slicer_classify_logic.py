@@ -1,8 +1,7 @@
-"""MedAI "Classify" Logic end to end with the Slicer stand-in: volume node + segment (or ROI) ->
+"""MedAI "Classify" Logic end to end on real MRML (slicer-core): volume node + segment (or ROI) ->
 `medai classify` process -> table node (class, probability), result text and Grad-CAM heat-map
-volume shown as a colour overlay.
+volume (read with Slicer's own reader) shown as a colour overlay in the slice views.
 
-The stand-in (Testing/slicer_standin) is not Slicer; it follows the API facts in ../shared/slicer-api/.
 The engine runs as a separate process as inside Slicer, with the shipped adrenal_classifier bundle on
 real AdrenalMNIST3D test masks.
 """
@@ -11,6 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import oblique_ijk_to_ras
+from slicer_support.geometry import same_world_grid
+from slicer_support.views import same_in_every_view
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +55,14 @@ def test_classify_segment_gives_table_text_and_heatmap_overlay(slicer, gland):
     assert [table.GetCellText(r, 0) for r in range(2)] == ["normal", "hyperplasia"]
     assert [float(table.GetCellText(r, 1)) for r in range(2)] == pytest.approx(direct.probabilities, abs=1e-4)
     assert run.predicted == direct.predicted and run.predicted in run.resultText
-    # heat-map: a volume on the input's grid, shown in colour over the input
+    # heat-map: a volume on the input's grid (compared by world position: this grid is left-handed, and
+    # Slicer's reader reads a left-handed file with its K axis flipped), shown in colour over the input
     heat = run.heatmapVolume
-    assert slicer.util.arrayFromVolume(heat).shape == mask.shape
-    import vtk
-
-    a, b = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
-    vol.GetIJKToRASMatrix(a)
-    heat.GetIJKToRASMatrix(b)
-    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(a), slicer.util.arrayFromVTKMatrix(b), atol=1e-6)
-    assert slicer.util.sliceViewerLayers["foreground"] == heat.GetID()
-    assert slicer.util.sliceViewerLayers["background"] == vol.GetID()
+    assert np.linalg.det(m[:3, :3]) < 0 and slicer.util.arrayFromVolume(heat).shape == mask.shape
+    assert same_world_grid(heat, vol)
+    shown = same_in_every_view()
+    assert shown["foreground"] == heat.GetID() and shown["background"] == vol.GetID()
+    assert shown["foregroundOpacity"] == pytest.approx(0.4)
     assert heat.GetDisplayNode().GetColorNodeID() is not None
     assert progress and max(progress) > 0.9
 

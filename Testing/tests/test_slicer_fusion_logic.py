@@ -1,9 +1,9 @@
-"""MedAIFusion Logic end to end with the Slicer stand-in: nodes -> `medai register` / `medai fuse`
+"""MedAIFusion Logic end to end on real MRML (slicer-core): nodes -> `medai register` / `medai fuse`
 process -> transform node, resampled volume, checkerboard, colour overlay, ensemble nodes.
 
-The stand-in (Testing/slicer_standin) is not Slicer; it follows ../shared/slicer-api/. Its
-``loadTransform`` converts the ITK file to a RAS "from parent" matrix with its own code (as Slicer
-does), so the direction convention of the engine's transform file is checked independently here.
+Slicer's own ``loadTransform`` (vtkSlicerTransformLogic) converts the engine's ITK file to a RAS
+"from parent" matrix, so the direction convention of the engine's transform file is checked
+against Slicer itself here.
 """
 
 from pathlib import Path
@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from slicer_support.geometry import same_world_grid
+from slicer_support.views import same_in_every_view
 
 
 def _matrix(slicer, node):
@@ -57,7 +59,7 @@ def test_register_gives_transform_node_and_resampled_volume(slicer, pair):
     assert moving.GetTransformNodeID() == run.outputTransform.GetID()
     # the resampled volume lies on the fixed grid
     out = run.outputVolume
-    assert np.allclose(_matrix(slicer, out), _matrix(slicer, fixed))
+    assert same_world_grid(out, fixed)
     assert slicer.util.arrayFromVolume(out).shape == slicer.util.arrayFromVolume(fixed).shape
     assert run.report["metric_after"] < run.report["metric_before"]
     assert "Mattes MI" in run.metricText
@@ -78,7 +80,9 @@ def test_register_cancel_leaves_nothing(slicer, pair):
     assert run.status == "cancelled"
     assert run.outputTransform is None and run.outputVolume is None
     assert moving.GetTransformNodeID() is None
-    assert not slicer.mrmlScene.GetNodesByClass("vtkMRMLLinearTransformNode")
+    # Slicer's own slice views have hidden "Slice Transform" nodes: count only nodes a user sees
+    transforms = slicer.util.getNodesByClass("vtkMRMLLinearTransformNode")
+    assert [n.GetName() for n in transforms if not n.GetHideFromEditors()] == []
 
 
 def test_register_refuses_bad_inputs(slicer, pair):
@@ -93,18 +97,18 @@ def test_fused_display_checkerboard_and_colour_overlay(slicer, pair):
     fixed, moving, _ = pair
     logic = _logic()
     logic.showFused(fixed, moving, 0.3)
-    layers = slicer.util.sliceViewerLayers
+    layers = same_in_every_view()
     assert layers["background"] == fixed.GetID() and layers["foreground"] == moving.GetID()
     assert layers["foregroundOpacity"] == pytest.approx(0.3)
     logic.setForegroundOpacity(0.8)
-    assert layers["foregroundOpacity"] == pytest.approx(0.8)
+    assert same_in_every_view()["foregroundOpacity"] == pytest.approx(0.8)
     logic.showColourOverlay(fixed, moving, 0.6, "Rainbow")
     colour = moving.GetDisplayNode().GetColorNode()
     assert colour is not None and colour.GetTypeAsString() == "Rainbow"
     run = logic.checkerboard(fixed, moving, squares=(4, 4, 1), wait=True)
     assert run.status == "done", run.errorText
-    assert np.allclose(_matrix(slicer, run.outputVolume), _matrix(slicer, fixed))
-    assert layers["background"] == run.outputVolume.GetID()
+    assert same_world_grid(run.outputVolume, fixed)
+    assert same_in_every_view()["background"] == run.outputVolume.GetID()
     cb = slicer.util.arrayFromVolume(run.outputVolume)
     assert 0.0 <= cb.min() and cb.max() <= 1.0 and len(np.unique(cb)) > 10
 
@@ -118,10 +122,50 @@ def test_ensemble_makes_labels_and_uncertainty_on_input_grid(slicer, pair):
     run = _logic().ensemble(maps, "vote", uncertainty="disagreement", wait=True)
     assert run.status == "done", run.errorText
     labels = slicer.util.arrayFromVolume(run.outputLabels)
+    assert np.allclose(_matrix(slicer, run.outputLabels), m)  # the same grid, index for index (right-handed)
     np.testing.assert_array_equal(labels, (base > 160).astype(labels.dtype))
     assert run.outputLabels.IsA("vtkMRMLLabelMapVolumeNode")
     unc = slicer.util.arrayFromVolume(run.outputUncertainty)
-    assert unc.shape == base.shape and np.allclose(_matrix(slicer, run.outputUncertainty), m)
+    assert unc.shape == base.shape and same_world_grid(run.outputUncertainty, fixed)
     assert unc.max() == pytest.approx(1 / 3, abs=1e-5)
     with pytest.raises(ValueError, match="one weight per input"):
         _logic().ensemble(maps, "weighted", weights=[1, 2])
+
+
+def test_ensemble_of_segmentations_keeps_names_colours_and_terminology(slicer, data_dir, tmp_path):
+    """Segmentations (as MedAISegment makes them) in, a segmentation out: Slicer's own writer hands
+    them to the engine with their label values, names, colours and terminology, and the fused
+    segments come back with the first input's (read with Slicer's own reader)."""
+    from MedAILib.io import read_segmentation, write_segmentation
+    from MedAISlicerLib.models import find_model
+    from slicer_support.geometry import dice
+
+    labels = find_model("hippocampus_unet").labels
+    truth = read_segmentation(data_dir / "msd-hippocampus" / "labelsTr" / "hippocampus_001.nii.gz")
+    arrays = [truth.array.copy() for _ in range(3)]
+    arrays[1][:, :, :12] = 0  # two members that each miss a different part
+    arrays[2][:, :, -12:] = 0
+    segs = []
+    for n, a in enumerate(arrays):
+        path = write_segmentation(truth.with_array(a.astype(np.uint8), labels=labels), tmp_path / f"m{n}.seg.nrrd")
+        segs.append(slicer.util.loadSegmentation(str(path), {"name": f"member {n}"}))
+    run = _logic().ensemble(segs, "vote", uncertainty="disagreement", wait=True)
+    assert run.status == "done", run.errorText
+    assert run.outputLabels is None and run.outputSegmentation.IsA("vtkMRMLSegmentationNode")
+    fused = run.outputSegmentation.GetSegmentation()
+    names = [fused.GetNthSegment(i).GetName() for i in range(fused.GetNumberOfSegments())]
+    assert names == [l.name for l in labels]
+    reference = slicer.util.loadLabelVolume(str(data_dir / "msd-hippocampus" / "labelsTr" / "hippocampus_001.nii.gz"),
+                                            {"show": False})
+    ref = slicer.util.arrayFromVolume(reference)
+    for label in labels:
+        segment = fused.GetSegment(fused.GetSegmentIdBySegmentName(label.name))
+        assert segment.GetTerminology() == label.terminology and "SCT^5366008^Hippocampus" in label.terminology
+        assert segment.GetColor() == pytest.approx(label.color, abs=1e-3)
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(run.outputSegmentation, fused.GetSegmentIdBySegmentName(label.name),
+                                                          reference)
+        assert dice(mask, ref == label.value) > 0.99  # the vote restores what one member missed
+    unc = slicer.util.arrayFromVolume(run.outputUncertainty)
+    assert unc.max() == pytest.approx(1 / 3, abs=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        _logic().ensemble([segs[0], reference], "vote")

@@ -1,5 +1,5 @@
 """Extension packaging: CMake lists complete, top-level CMake order and metadata, Extensions Index
-entry, icons, pinned first-use packages; plus the Widget-independent parts built with the stand-in."""
+entry, icons, pinned first-use packages; plus the Widget-independent parts on real MRML (slicer-core)."""
 
 import json
 import re
@@ -69,9 +69,7 @@ def test_icons_are_128_png(path):
         assert im.format == "PNG" and im.size == (128, 128)
 
 
-def test_first_use_pins_match_pyproject():
-    sys.path.insert(0, str(REPO / "Testing" / "slicer_standin"))
-    sys.path.insert(0, str(REPO / "MedAISegment"))
+def test_first_use_pins_match_pyproject(slicer):
     from MedAISlicerLib import dependencies
 
     pyproject = (REPO / "pyproject.toml").read_text()
@@ -79,10 +77,7 @@ def test_first_use_pins_match_pyproject():
         assert f'"{req}"' in pyproject, f"{req} differs from pyproject.toml"
 
 
-def test_widget_independent_parts_with_standin():
-    from slicer_support import standin
-
-    slicer = standin.activate()
+def test_widget_independent_parts(slicer):
     import MedAISegment
     from MedAISlicerLib.models import from_entry
     from MedAISlicerLib import process

@@ -1,8 +1,9 @@
-"""MedAISegment Logic end to end with the Slicer stand-in: node -> `medai segment` process -> node.
+"""MedAISegment Logic end to end on real MRML (slicer-core, Testing/slicer_real): node ->
+`medai segment` process -> node, the result read with Slicer's own segmentation reader.
 
-The stand-in (Testing/slicer_standin) is not Slicer; it follows the API facts in
-../shared/slicer-api/. Real hippocampus MRI from MEDAI_DATA_DIR; the engine runs as a separate
-process exactly as inside Slicer (PythonSlicer is replaced by this interpreter).
+Real hippocampus MRI from MEDAI_DATA_DIR; the engine runs as a separate process exactly as inside
+Slicer (PythonSlicer is replaced by this interpreter). Results are compared by world position:
+reference labels are read by Slicer too and masks are taken on their grid.
 """
 
 import json
@@ -14,21 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from slicer_support.catalogue import fake_segmentation_entry
+from slicer_support.geometry import dice, ijk_to_ras, reference_geometry
 
 
 HERE = Path(__file__).resolve().parent
 FAKE = HERE / "slicer_support" / "fake_engine.py"
-TERM_ANT = ("Segmentation category and type - 3D Slicer General Anatomy list~SCT^123037004^Anatomical Structure"
-            "~SCT^5001000^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^")
+TERM_ANT = ("Segmentation category and type - DICOM master list~SCT^123037004^Anatomical Structure"
+            "~SCT^5366008^Hippocampus~^^~Anatomic codes - DICOM master list~^^~^^")
 CASE = "hippocampus_001"
 
 
 @pytest.fixture
-def catalogue(tmp_path):
+def catalogue(tmp_path, monkeypatch):
     labels = [{"value": 1, "name": "Anterior", "color": [0.9, 0.2, 0.1], "terminology": TERM_ANT},
               {"value": 2, "name": "Posterior", "color": [0.1, 0.4, 0.9]}]
     path = tmp_path / "catalogue.json"
     path.write_text(json.dumps({"version": 1, "models": [fake_segmentation_entry("fake_hippo", labels)]}))
+    monkeypatch.setenv("FAKE_CATALOGUE", str(path))  # the fake engine writes this label table, as the engine does
     return path
 
 
@@ -51,11 +54,7 @@ def _logic(slicer, prefix=None):
 
 
 def _geometry(slicer, node):
-    import vtk
-
-    m = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(m)
-    return slicer.util.arrayFromVTKMatrix(m)
+    return ijk_to_ras(node)
 
 
 def _temp_leftovers(slicer):
@@ -76,12 +75,13 @@ def test_fake_engine_run_imports_names_colours_terminology_geometry(slicer, volu
     ant = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Anterior"))
     post = segmentation.GetSegment(segmentation.GetSegmentIdBySegmentName("Posterior"))
     assert ant.GetColor() == pytest.approx((0.9, 0.2, 0.1)) and post.GetColor() == pytest.approx((0.1, 0.4, 0.9))
-    assert ant.GetTerminology() == TERM_ANT  # catalogue terminology reaches the segment tag
+    assert ant.GetTerminology() == TERM_ANT  # the engine's terminology, read by Slicer's reader
+    assert "Hippocampus" not in post.GetTerminology()  # no entry in the file: Slicer's default ("Tissue")
     assert 0.5 in progress
     # geometry from the input; masks are the labels the engine wrote (on the input grid)
     assert seg.GetNodeReferenceID(seg.GetReferenceImageGeometryReferenceRole()) == volume.GetID()
-    shape, matrix = seg.referenceGeometry
-    assert shape == before.shape and np.allclose(matrix, geometry_before)
+    shape, matrix = reference_geometry(seg)
+    assert shape == before.shape and np.allclose(matrix, geometry_before, atol=1e-4)
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segmentation.GetSegmentIdBySegmentName("Posterior"), volume)
     half = before.shape[2] // 2
     expected = np.zeros(before.shape, bool)
@@ -108,14 +108,18 @@ def test_existing_segments_are_not_overwritten_unless_allowed(slicer, volume, ca
     assert out.GetSegmentation().GetNumberOfSegments() == 2 and names == ["Anterior", "Posterior"]
 
 
-def test_wrong_inputs_are_refused_before_anything_runs(slicer, volume, catalogue):
+def test_wrong_inputs_are_refused_before_anything_runs(slicer, volume, catalogue, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_STARTED", str(tmp_path / "started"))
     logic = _logic(slicer, [sys.executable, str(FAKE)])
-    with pytest.raises(ValueError, match="needs 1 input"):
+    # the count: the catalogue's input spec, the engine's words (MedAILib.runtime.validation)
+    with pytest.raises(ValueError, match=r"fake_hippo needs 1 input image \(image\), but 2 were given"):
         logic.process([volume, volume], None, "fake_hippo", catalogue=catalogue)
-    with pytest.raises(ValueError, match="no structure"):
-        logic.process([volume], None, "fake_hippo", catalogue=catalogue, structures=["Liver"])
-    with pytest.raises(ValueError, match="device"):
+    with pytest.raises(ValueError, match="no input image was given"):
+        logic.process([None], None, "fake_hippo", catalogue=catalogue)
+    # the device: the engine's own rule for --device
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
         logic.process([volume], None, "fake_hippo", catalogue=catalogue, device="tpu")
+    assert not (tmp_path / "started").exists(), "an engine was started"
     assert _temp_leftovers(slicer) == [] and not slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
 
 
@@ -186,22 +190,35 @@ def test_real_engine_segments_hippocampus_into_the_node(slicer, data_dir, shippe
     labels = find_model("hippocampus_unet").labels
     assert segmentation.GetNumberOfSegments() == len(labels) == 2
     assert progress and progress[-1][0] > 0.9
-    from MedAILib.io import read_segmentation
-
-    truth = read_segmentation(data_dir / "msd-hippocampus" / "labelsTr" / f"{case}.nii.gz").array
+    # the reference label read by Slicer as well; masks on ITS grid: compared by world position
+    truth_node = slicer.util.loadLabelVolume(str(data_dir / "msd-hippocampus" / "labelsTr" / f"{case}.nii.gz"),
+                                             {"show": False})
+    truth = slicer.util.arrayFromVolume(truth_node)
     for label in labels:
         segment_id = segmentation.GetSegmentIdBySegmentName(label.name)
         segment = segmentation.GetSegment(segment_id)
         assert segment.GetColor() == pytest.approx(label.color, abs=1e-3)
-        assert segment.GetTerminology() == label.terminology and "Hippocampus" in label.terminology
-        mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segment_id, volume) > 0
-        ref = truth == label.value
-        dice = 2 * (mask & ref).sum() / (mask.sum() + ref.sum())
-        assert dice > 0.6, f"{label.name}: Dice {dice:.3f}"
-    shape, matrix = seg.referenceGeometry
-    assert shape == before.shape and np.allclose(matrix, geometry_before)
+        assert segment.GetTerminology() == label.terminology and "SCT^5366008^Hippocampus" in label.terminology
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(seg, segment_id, truth_node)
+        assert dice(mask, truth == label.value) > 0.6, f"{label.name}: Dice {dice(mask, truth == label.value):.3f}"
+    shape, matrix = reference_geometry(seg)
+    assert shape == before.shape and np.allclose(matrix, geometry_before, atol=1e-4)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(volume), before)
     assert _temp_leftovers(slicer) == []
+
+
+def test_structures_are_matched_by_the_engine_rule(slicer, data_dir, shipped_model):
+    """Structure names go to the engine as given: it matches them case-insensitively (as
+    `medai segment --structures` does) and refuses unknown ones with its own message."""
+    volume = slicer.util.loadVolume(str(data_dir / "msd-hippocampus" / "imagesTr" / f"{_validation_case()}.nii.gz"))
+    run = _logic(slicer).process([volume], None, "hippocampus_unet", structures=["ANTERIOR"], device="cpu",
+                                 wait=True, timeout=300)
+    segmentation = run.outputSegmentation.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())] == ["anterior"]
+    with pytest.raises(RuntimeError, match=r"(?s)has no structure\(s\) Liver.*choose from: anterior, posterior"):
+        _logic(slicer).process([volume], None, "hippocampus_unet", structures=["Liver"], device="cpu", wait=True,
+                               timeout=300)
+    assert len(slicer.util.getNodesByClass("vtkMRMLSegmentationNode")) == 1 and _temp_leftovers(slicer) == []
 
 
 def test_real_engine_cancel_leaves_no_output_and_no_temp(slicer, data_dir, shipped_model):

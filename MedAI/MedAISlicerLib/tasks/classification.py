@@ -16,8 +16,8 @@ import slicer
 
 from MedAISlicerLib import nodes
 from MedAISlicerLib.runs import EngineRun
+from MedAISlicerLib.tasks import check_device
 
-DEVICES = ("auto", "cuda", "cpu")
 EXPLAIN_METHODS = ("gradcam", "occlusion")
 DEFAULT_MODEL = "adrenal_classifier"
 
@@ -36,8 +36,7 @@ class ClassifyRun(EngineRun):
         super().__init__(**kwargs)
         if inputVolume is None:
             raise ValueError("Choose an input volume.")
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        device = check_device(device)
         if explain not in (None, "") + EXPLAIN_METHODS:
             raise ValueError(f"explanation must be one of {EXPLAIN_METHODS} or None, not {explain!r}")
         if segmentationNode is not None and not segmentId:
@@ -115,14 +114,9 @@ class ClassifyRun(EngineRun):
         nodes.place_next_to(table, self.inputVolume)
 
     def _importHeatmap(self, path) -> None:
-        from MedAILib.io import read_image
-
-        heat = read_image(path)
-        if not heat.same_grid(nodes.volume_from_node(self.inputVolume), atol=1e-3):
-            raise ValueError(f"the heat-map is not on the grid of '{self.inputVolume.GetName()}'")
-        self.heatmapVolume = slicer.util.addVolumeFromArray(
-            heat.array, heat.ijk_to_ras, f"{self.inputVolume.GetName()} {self.explain} ({self.predicted})",
-            "vtkMRMLScalarVolumeNode")
+        # Slicer's own reader; the engine writes the heat-map on the input's grid.
+        self.heatmapVolume = self._newOutput("heatmapVolume", nodes.load_volume_file(
+            path, f"{self.inputVolume.GetName()} {self.explain} ({self.predicted})"))
         self.heatmapVolume.SetAttribute("MedAI.classification.explanation", self.explain)
         nodes.place_next_to(self.heatmapVolume, self.inputVolume)
         if self.showHeatmap:

@@ -90,7 +90,7 @@ class FuseRun(EngineRun):
     subcommand = "fuse"
     tempKey = "MedAIFusionFuse"
 
-    def __init__(self, mode, baseVolume, otherVolume, alpha=0.5, squares=(8, 8, 1), **kwargs):
+    def __init__(self, mode, baseVolume, otherVolume, alpha=0.5, squares=(8, 8, 1), show=False, **kwargs):
         super().__init__(**kwargs)
         if mode not in ("blend", "checkerboard"):
             raise ValueError(f"mode must be blend or checkerboard, not {mode!r}")
@@ -98,6 +98,7 @@ class FuseRun(EngineRun):
             raise ValueError("Choose two volumes.")
         self.mode, self.baseVolume, self.otherVolume = mode, baseVolume, otherVolume
         self.alpha, self.squares = float(alpha), [int(s) for s in squares]
+        self.show = bool(show)  # the result becomes the slice views' background when it is loaded
         self.outputVolume = None
 
     def _arguments(self):
@@ -109,13 +110,22 @@ class FuseRun(EngineRun):
         return args, write_inputs
 
     def _import(self, result) -> None:
-        self.outputVolume = slicer.util.loadVolume(str(self.outPath), {
-            "name": f"{self.baseVolume.GetName()} {self.mode} {self.otherVolume.GetName()}", "show": False})
+        self._newOutput("outputVolume", nodes.load_volume_file(
+            self.outPath, f"{self.baseVolume.GetName()} {self.mode} {self.otherVolume.GetName()}"))
         nodes.place_next_to(self.outputVolume, self.baseVolume)
+        if self.show:
+            slicer.util.setSliceViewerLayers(background=self.outputVolume, foreground=None)
 
 
 class EnsembleRun(EngineRun):
-    """``medai fuse ensemble``: fused label map node + uncertainty volume node on the first input's grid."""
+    """``medai fuse ensemble``: the fused labels + an uncertainty volume on the first input's grid.
+
+    Inputs: probability or label maps (volume nodes), or segmentations (segmentation nodes, e.g.
+    MedAISegment results of several models or settings). A segmentation goes to the engine as Slicer's
+    own writer writes it (label values, names, colours, terminology); the fused result then comes back
+    as a segmentation (``outputSegmentation``) whose segments keep the first input's names, colours and
+    terminology (the engine carries them through). From volume nodes it is a labelmap volume
+    (``outputLabels``). Either way ``outputUncertainty`` is a scalar volume."""
 
     subcommand = "fuse"
     tempKey = "MedAIFusionEnsemble"
@@ -129,26 +139,45 @@ class EnsembleRun(EngineRun):
             raise ValueError(f"method must be one of {ENSEMBLE_METHODS}, not {method!r}")
         if method == "weighted" and (not weights or len(weights) != len(inputVolumes)):
             raise ValueError(f"Give one weight per input ({len(inputVolumes)}).")
+        segmentations = [v.IsA("vtkMRMLSegmentationNode") for v in inputVolumes]
+        if any(segmentations) and not all(segmentations):
+            raise ValueError("Give either segmentations or volumes (label or probability maps), not both.")
+        self.segmentationInputs = all(segmentations)
+        if not self.segmentationInputs:
+            for v in inputVolumes:
+                nodes.check_not_transformed(v)
         self.inputVolumes, self.method, self.weights, self.uncertainty = inputVolumes, method, weights, uncertainty
         self.outputLabels = None
+        self.outputSegmentation = None
         self.outputUncertainty = None
 
     def _arguments(self):
-        files, write_inputs = self._inputFiles({f"input{n}": nodes.volume_view_from_node(v)
-                                                for n, v in enumerate(self.inputVolumes)})
-        paths = list(files.values())
-        self.labelsPath = Path(self.tempDir) / "fused.nii.gz"
+        if self.segmentationInputs:  # Slicer's own writer (MRML: this thread); nothing left to write later
+            paths = [nodes.write_segmentation_node(s, self.tempDir, f"input{n}") for n, s in enumerate(self.inputVolumes)]
+            write_inputs = None
+            self.labelsPath = Path(self.tempDir) / "fused.seg.nrrd"
+        else:
+            files, write_inputs = self._inputFiles({f"input{n}": nodes.volume_view_from_node(v)
+                                                    for n, v in enumerate(self.inputVolumes)})
+            paths = list(files.values())
+            self.labelsPath = Path(self.tempDir) / "fused.nii.gz"
         self.uncertaintyPath = Path(self.tempDir) / "uncertainty.nii.gz"
         args = ["ensemble", *paths, "--method", self.method, "-o", self.labelsPath, "--uncertainty",
                 self.uncertaintyPath, "--uncertainty-kind", self.uncertainty, "--progress", "json"]
         if self.method == "weighted":
             args += ["--weights", *self.weights]
-        return args, write_inputs
+        return (args, write_inputs) if write_inputs else args
 
     def _import(self, result) -> None:
         first = self.inputVolumes[0]
-        self.outputLabels = slicer.util.loadLabelVolume(str(self.labelsPath), {"name": f"{first.GetName()} ensemble {self.method}"})
-        self.outputUncertainty = slicer.util.loadVolume(str(self.uncertaintyPath), {
-            "name": f"{first.GetName()} ensemble {self.uncertainty}", "show": False})
-        for node in (self.outputLabels, self.outputUncertainty):
+        name = f"{first.GetName()} ensemble {self.method}"
+        if self.segmentationInputs:
+            self._newOutput("outputSegmentation", nodes.load_segmentation_file(self.labelsPath, name, None))
+            fused = self.outputSegmentation
+        else:
+            self._newOutput("outputLabels", slicer.util.loadLabelVolume(str(self.labelsPath), {"name": name}))
+            fused = self.outputLabels
+        self._newOutput("outputUncertainty", nodes.load_volume_file(
+            self.uncertaintyPath, f"{first.GetName()} ensemble {self.uncertainty}"))
+        for node in (fused, self.outputUncertainty):
             nodes.place_next_to(node, first)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import slicer
-
 from MedAISlicerLib import nodes
 from MedAISlicerLib.runs import EngineRun  # the shared run life cycle (start/poll/wait/cancel, temp folder)
-
-DEVICES = ("auto", "cuda", "cpu")
+from MedAISlicerLib.tasks import check_device
 
 
 class SegmentationRun(EngineRun):
@@ -21,6 +18,12 @@ class SegmentationRun(EngineRun):
 
     After the end: ``status`` is "done", "failed" or "cancelled"; ``outputSegmentation`` is the
     filled node ("done" only); ``errorText`` says what went wrong.
+
+    What the engine decides is not decided again here: the device name, the structure names
+    (matched by the engine's own rule) and everything about the inputs but their count (checked
+    with the catalogue's input spec before anything starts, since a wrong count would be read by
+    the engine's batch runner as several cases); segment names, colours and terminology come from
+    the engine's file, read with Slicer's own reader.
     """
 
     subcommand = "segment"
@@ -32,27 +35,14 @@ class SegmentationRun(EngineRun):
                  logCallback: Optional[Callable] = None, completedCallback: Optional[Callable] = None,
                  enginePrefix=None, assumeAligned=False):
         super().__init__(progressCallback, logCallback, completedCallback, enginePrefix)
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
-        given = [v for v in inputVolumes if v is not None]
-        if not given:
-            raise ValueError("no input image was given: choose the input volume(s) the model needs.")
-        if len(given) != model.input_count or len(inputVolumes) != model.input_count:
-            # same wording as the engine's validation (MedAILib.runtime.validation.check_inputs)
-            n = model.input_count
-            wanted = ", ".join(name for name, _ in model.inputs)
-            raise ValueError(f"'{model.title}' needs {n} input image{'s' if n != 1 else ''} ({wanted}), but "
-                             f"{len(given)} {'was' if len(given) == 1 else 'were'} given.")
+        device = check_device(device)
+        model.check_input_count([v for v in inputVolumes if v is not None])
         for v in inputVolumes:
             nodes.check_not_transformed(v)
         if (outputSegmentation is not None and outputSegmentation.GetSegmentation().GetNumberOfSegments() > 0
                 and not overwrite):
             raise ValueError(f"'{outputSegmentation.GetName()}' already has segments. Choose "
                              "'Create new segmentation' as output, or allow overwriting.")
-        known = {l.name for l in model.labels}
-        unknown = [s for s in (structures or []) if s not in known]
-        if unknown:
-            raise ValueError(f"'{model.title}' has no structure(s) {', '.join(unknown)}.")
         self.inputVolumes = list(inputVolumes)
         self.outputSegmentation = outputSegmentation
         self.model = model
@@ -88,10 +78,9 @@ class SegmentationRun(EngineRun):
 
     def _importResult(self, path):
         reference = self.inputVolumes[0]
+        name = f"{reference.GetName()} {self.model.title}"
         if self.outputSegmentation is None:  # "create new": made only now, so cancel/failure leave nothing
-            name = f"{reference.GetName()} {self.model.title}"
-            self._newOutput("outputSegmentation",
-                            slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name))
-        nodes.import_segmentation_file(path, self.outputSegmentation, reference, labels=self.model.labels,
-                                       replace=self.overwrite)
+            self._newOutput("outputSegmentation", nodes.load_segmentation_file(path, name, reference))
+        else:
+            nodes.load_segmentation_file(path, name, reference, into=self.outputSegmentation, replace=self.overwrite)
         nodes.place_next_to(self.outputSegmentation, reference)

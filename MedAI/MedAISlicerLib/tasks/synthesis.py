@@ -10,12 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import slicer
-
 from MedAISlicerLib import nodes
 from MedAISlicerLib.runs import EngineRun  # the shared run life cycle (start/poll/wait/cancel, temp folder)
+from MedAISlicerLib.tasks import check_device
 
-DEVICES = ("auto", "cuda", "cpu")
 DEFAULT_MODEL = "t2_to_flair_gan"
 
 
@@ -37,8 +35,7 @@ class SynthesisRun(EngineRun):
         super().__init__(progressCallback, logCallback, completedCallback, enginePrefix)
         if inputVolume is None:
             raise ValueError("Choose an input volume.")
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, not {device!r}")
+        device = check_device(device)
         nodes.check_not_transformed(inputVolume)
         if referenceVolume is not None:
             nodes.check_not_transformed(referenceVolume)
@@ -83,19 +80,12 @@ class SynthesisRun(EngineRun):
         self._importResult(result.outputs[0] if result.outputs else self.resultPath)
 
     def _importResult(self, path):
-        from MedAILib.io import read_image
-
-        result = read_image(path)
-        reference = nodes.volume_from_node(self.inputVolume)
-        if not result.same_grid(reference, atol=1e-3):
-            raise ValueError(f"the result is not on the grid of '{self.inputVolume.GetName()}'")
+        # Slicer's own reader; the engine writes the result on the input's grid.
+        name = f"{self.inputVolume.GetName()} {self.modelId}"
         if self.outputVolume is None:  # "create new": made only now, so cancel/failure leave nothing
-            name = f"{self.inputVolume.GetName()} {self.modelId}"
-            self._newOutput("outputVolume", slicer.util.addVolumeFromArray(result.array, result.ijk_to_ras, name,
-                                                                           "vtkMRMLScalarVolumeNode"))
+            self._newOutput("outputVolume", nodes.load_volume_file(path, name))
         else:
-            slicer.util.updateVolumeFromArray(self.outputVolume, result.array)
-            self.outputVolume.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(result.ijk_to_ras))
+            nodes.load_volume_file(path, name, into=self.outputVolume)
         # Units travel with the node so a person sees what the numbers mean.
         self.outputVolume.SetAttribute("MedAI.synthesis.model", self.modelId)
         self.outputVolume.SetAttribute("MedAI.synthesis.units", self.units)

@@ -59,10 +59,58 @@ class ScriptedLoadableModule:
         testCase.runTest(**kwargs)
 
 
+class _Layout:
+    """The module panel's layout: keeps what setup() adds (widget doubles; nothing is drawn)."""
+
+    def __init__(self):
+        self.widgets = []
+
+    def addWidget(self, widget, *args):
+        self.widgets.append(widget)
+
+    def addStretch(self, *args):
+        pass
+
+
+class _Panel:
+    """The module panel (a qMRMLWidget in Slicer): ``isEntered`` as the module manager sets it."""
+
+    def __init__(self):
+        self.isEntered = False
+        self._layout = _Layout()
+
+    def layout(self):
+        return self._layout
+
+
 class ScriptedLoadableModuleWidget:
+    """As Slicer's, on a panel double: ``setup()`` adds nothing of its own (no reload/test buttons:
+    developer mode off). The module's own setup() then loads its .ui file, which works only inside
+    ``slicer_real.widgets.headless_widgets()`` (the .ui file's widget doubles)."""
+
     def __init__(self, parent=None):
-        # Slicer builds a qMRMLWidget here (or uses the Qt parent); there is no Qt in this harness.
-        raise NotImplementedError("slicer_real: ScriptedLoadableModuleWidget needs Qt; test the Logic instead")
+        self.parent = parent if parent is not None else _Panel()
+        self.layout = self.parent.layout()
+        self.moduleName = self.__class__.__name__
+        if self.moduleName.endswith("Widget"):
+            self.moduleName = self.moduleName[:-6]
+        self.developerMode = False
+
+    def resourcePath(self, filename):
+        moduleDir = os.path.dirname(getattr(slicer.modules, self.moduleName.lower()).path)
+        return os.path.join(moduleDir, "Resources", filename)
+
+    def setup(self):
+        pass
+
+    def cleanup(self):
+        pass
+
+    def enter(self):
+        pass
+
+    def exit(self):
+        pass
 
 
 class ScriptedLoadableModuleLogic:

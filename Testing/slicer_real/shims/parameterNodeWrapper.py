@@ -5,7 +5,9 @@ construction; validators raise ValueError, a wrong type raises TypeError.
 
 Covered: int, float, str, bool, pathlib paths, vtkMRMLNode subclasses and Optional/Union of them,
 the validators and Default. Not covered (raise at decoration time): list/tuple/dict, enums,
-parameterPack, qt.QColor. connectGui needs Qt and raises.
+parameterPack, qt.QColor. ``connectGui`` binds the widget doubles of ``slicer_real.widgets`` (node
+selectors and check boxes named by their SlicerParameterName property), both ways, as Slicer's
+GUI connectors do for those widget kinds.
 """
 
 import pathlib
@@ -180,8 +182,46 @@ def _processClass(cls):
         with slicer.util.NodeModify(self.parameterNode):
             _check(n).write(self.parameterNode, self._prefix + n, v)
 
-    def noGui(self, *args, **kwargs):
-        raise NotImplementedError("slicer_real: connectGui needs Qt widgets")
+    connections = {}
+
+    def connectGui(self, gui):
+        import vtk
+
+        widgets = list(vars(gui).values()) if not hasattr(gui, "property") else [gui]
+        bound = []
+        for w in widgets:
+            name = w.property("SlicerParameterName") if hasattr(w, "property") else None
+            if not name:
+                continue
+            _check(name)
+            if hasattr(w, "setCurrentNode"):
+                signal, read = "currentNodeChanged(vtkMRMLNode*)", lambda w: w.currentNode()
+                write = lambda w, v: w.setCurrentNode(v)  # noqa: E731
+            elif hasattr(w, "checked"):
+                signal, read = "toggled(bool)", lambda w: w.checked
+                write = lambda w, v: setattr(w, "checked", bool(v))  # noqa: E731
+            else:
+                raise NotImplementedError(f"slicer_real: no GUI connector for {type(w).__name__} ({name})")
+            slot = lambda *args, n=name, w=w, read=read: self.setValue(n, read(w))  # noqa: E731
+            w.connect(signal, slot)
+            bound.append((w, signal, slot, name, write))
+
+        def update(*args):
+            for w, _, _, n, write in bound:
+                was = w.blockSignals(True)
+                write(w, self.getValue(n))
+                w.blockSignals(was)
+
+        update()
+        tag = self.parameterNode.AddObserver(vtk.vtkCommand.ModifiedEvent, update)
+        connections[tag] = bound
+        return tag
+
+    def disconnectGui(self, tag):
+        for w, signal, slot, _, _ in connections.pop(tag, []):
+            w.disconnect(signal, slot)
+        if tag is not None:
+            self.parameterNode.RemoveObserver(tag)
 
     cls.__init__ = __init__
     cls.allParameters = params
@@ -190,7 +230,8 @@ def _processClass(cls):
     cls.isCached = lambda self, n: (_check(n), False)[1]
     cls.dataType = staticmethod(lambda n: typing.get_type_hints(cls, include_extras=True)[_check(n).name])
     cls.getValue, cls.setValue = getValue, setValue
-    cls.connectGui = cls.connectParametersToGui = cls.disconnectGui = noGui
+    cls.connectGui = cls.connectParametersToGui = connectGui
+    cls.disconnectGui = disconnectGui
     cls.StartModify = lambda self: self.parameterNode.StartModify()
     cls.EndModify = lambda self, wasModified: self.parameterNode.EndModify(wasModified)
     cls.AddObserver = lambda self, event, callback, priority=0.0: self.parameterNode.AddObserver(event, callback, priority)

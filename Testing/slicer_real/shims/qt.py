@@ -2,8 +2,10 @@
 
 Only non-widget helpers that Slicer's own ``slicer.util`` calls from Logic code exist here
 (``tempDirectory`` uses QDir/QFileInfo/QLocale/QDateTime; ``confirm*Display`` use QMessageBox
-button values; modules use Qt.Checked...). Enum values are Qt 5's. Any widget class raises
-AttributeError, because there is no GUI: Widget code is not run against this harness.
+button values; modules use Qt.Checked...), plus the two non-widget objects the modules' Widget
+classes make: ``QTimer`` (no event loop: it fires only when a test calls ``fire()``) and
+``QListWidgetItem``. Enum values are Qt 5's. Any widget class raises AttributeError: widgets come
+from the .ui file as the doubles of ``slicer_real.widgets`` (``headless_widgets()``).
 """
 
 import datetime
@@ -77,5 +79,42 @@ class QLocale:
         return d.strftime("%Y-%m-%d_%H+%M+%S.") + f"{d.microsecond // 1000:03d}"
 
 
+class QTimer:
+    """A timer without an event loop: ``start()``/``stop()``/``isActive()`` as Qt's; the connected
+    ``timeout()`` slots run when a test calls ``fire()`` (what Qt's event loop would do)."""
+
+    def __init__(self, parent=None):
+        self.interval, self._active, self._slots = 0, False, []
+
+    def setInterval(self, msec):
+        self.interval = int(msec)
+
+    def connect(self, signal, slot):
+        if signal != "timeout()":
+            raise AttributeError(f"QTimer has no signal {signal!r}")
+        self._slots.append(slot)
+        return True
+
+    def start(self, msec=None):
+        if msec is not None:
+            self.interval = int(msec)
+        self._active = True
+
+    def stop(self):
+        self._active = False
+
+    def isActive(self):
+        return self._active
+
+    def fire(self):
+        if self._active:
+            for slot in list(self._slots):
+                slot()
+
+
 def __getattr__(name):
+    if name == "QListWidgetItem":  # the double that slicer_real.widgets' list widget holds
+        from slicer_real.widgets import ListWidgetItem
+
+        return ListWidgetItem
     raise AttributeError(f"qt.{name}: slicer_real has no Qt (only MRML and Logic run here, not Widget code)")
