@@ -16,6 +16,7 @@ import importlib
 TRAINERS = {
     "segmentation": "MedAILib.tasks.segmentation.trainer",
     "classification": "MedAILib.tasks.classification.trainer",
+    "classification-clinical": "MedAILib.tasks.classification.clinical",
     "synthesis": "MedAILib.tasks.synthesis.trainer",
 }
 

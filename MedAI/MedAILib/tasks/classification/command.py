@@ -35,6 +35,8 @@ def register(sub) -> None:
                    help="gradcam (fast) or occlusion sensitivity (slower)")
     p.add_argument("--explain-layer", help="Grad-CAM target layer (default: the bundle's, else the last spatial layer)")
     p.add_argument("--preview", help="PNG preview path (batch: a folder, one PNG per case)")
+    p.add_argument("--clinical", metavar="NAME=VALUE,...",
+                   help="clinical variables the model declares (e.g. age=63,sex=F; NA = unknown)")
     batch.add_arguments(p)
     p.add_argument("--trust", action="append", default=[], metavar="PATH",
                    help="trust this bundle folder (its config can run code); remembered until its configs change")
@@ -62,6 +64,7 @@ def find_mask(mask_arg: str, name: str, several: bool) -> Path:
 
 
 def run_case(case: batch.Case, bundle, args, progress, several: bool) -> dict:
+    from MedAILib.tasks.classification.clinical import parse_clinical_arg
     from MedAILib.tasks.classification.pipeline import classify
     from MedAILib.io import read_image, read_segmentation, write_image
 
@@ -73,7 +76,8 @@ def run_case(case: batch.Case, bundle, args, progress, several: bool) -> dict:
         mask = read_segmentation(mpath) if str(mpath).lower().endswith(".seg.nrrd") else read_image(mpath)
     result = classify(volume, bundle, mask=mask, roi=parse_roi(args.roi) if args.roi else None, label=args.label,
                       explain_method=args.explain_method if (args.explain or args.preview) else None,
-                      device=args.device, target_layer=args.explain_layer, progress=progress)
+                      device=args.device, target_layer=args.explain_layer, progress=progress,
+                      clinical=parse_clinical_arg(args.clinical) if getattr(args, "clinical", None) else None)
     progress.cancel.check()
     if heat_path is not None:
         write_image(result.heatmap, heat_path)

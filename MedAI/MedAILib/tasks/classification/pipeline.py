@@ -354,7 +354,7 @@ def explain(net, x, class_index: int, method: str = "gradcam", target_layer: Opt
 def classify(volume: Volume, bundle, mask: Optional[Volume] = None, roi: Optional[Sequence[float]] = None,
              label: Optional[int] = None, explain_method: Optional[str] = None, device: str = "auto",
              target_layer: Optional[str] = None, progress: Optional[Progress] = None,
-             cancel: Optional[CancelToken] = None) -> ClassifyResult:
+             cancel: Optional[CancelToken] = None, clinical: Optional[dict] = None) -> ClassifyResult:
     """Classify ``volume`` (restricted to ``mask``/``roi`` when given) with a classification bundle.
 
     ``explain_method`` "gradcam" or "occlusion" adds ``heatmap``: a float Volume in [0, 1] on the
@@ -376,6 +376,9 @@ def classify(volume: Volume, bundle, mask: Optional[Volume] = None, roi: Optiona
     dev = choose_device(device)
     progress.stage(0.2, 0.5).update(0.0, f"running {bundle.name} on {dev.type}")
     net = bundle.network.to(dev).eval()
+    from MedAILib.tasks.classification.clinical import with_clinical  # issue 19: bundles declaring variables
+
+    net = with_clinical(net, bundle, clinical, dev)
     x = mi.tensor.to(dev)
     act = activation(bundle)
     temperature, threshold = calibration(bundle)
