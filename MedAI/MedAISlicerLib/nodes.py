@@ -153,10 +153,14 @@ def roi_bounds(roiNode) -> list:
 COLOUR_TABLES = ("Warm1", "Rainbow", "Green", "Magenta", "Iron")
 
 
-def show_colour_overlay(background, overlay, opacity=0.5, colourTable="Warm1", colourTableNode=None):
+def show_colour_overlay(background, overlay, opacity=0.5, colourTable="Warm1", colourTableNode=None,
+                        lowerThreshold=None):
     """Show ``overlay`` in colour over ``background`` in the slice views (foreground layer). Returns the
     colour table node (pass it back next time to reuse it). Uses only the scene's slice composite
-    nodes (``setSliceViewerLayers``), so it also works without a main window."""
+    nodes (``setSliceViewerLayers``), so it also works without a main window.
+
+    ``lowerThreshold``: values below it are not drawn (Slicer's display threshold makes them
+    transparent), so a heat-map that is zero away from the structure does not tint the whole view."""
     if colourTable not in COLOUR_TABLES:
         raise ValueError(f"colour table must be one of {COLOUR_TABLES}")
     if overlay is None:
@@ -165,6 +169,11 @@ def show_colour_overlay(background, overlay, opacity=0.5, colourTable="Warm1", c
         colourTableNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", "MedAI overlay colours")
     getattr(colourTableNode, f"SetTypeTo{colourTable}")()
     overlay.CreateDefaultDisplayNodes()
-    overlay.GetDisplayNode().SetAndObserveColorNodeID(colourTableNode.GetID())
+    display = overlay.GetDisplayNode()
+    display.SetAndObserveColorNodeID(colourTableNode.GetID())
+    if lowerThreshold is not None:
+        display.SetAutoThreshold(0)
+        display.SetThreshold(float(lowerThreshold), 1e30)
+        display.ApplyThresholdOn()
     slicer.util.setSliceViewerLayers(background=background, foreground=overlay, foregroundOpacity=float(opacity))
     return colourTableNode

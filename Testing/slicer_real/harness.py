@@ -377,14 +377,14 @@ SliceRender = namedtuple("SliceRender", "path rgb ras_to_pixel")
 
 
 def render_slice_png(volumeNode, overlay=None, view="Red", path=None, offset_ras=None, size=(256, 256),
-                     foreground=None, foreground_opacity=0.5):
+                     foreground=None, foreground_opacity=0.5, field_of_view_mm=None):
     """Render slice view ``view`` offscreen as Slicer draws it and write a PNG (if ``path``).
 
     ``overlay``: a vtkMRMLSegmentationNode (drawn by vtkMRMLSegmentationsDisplayableManager2D) or a
     labelmap volume (the slice's label layer). ``foreground``: a volume shown over the background
     with ``foreground_opacity`` (its display node's colour table, e.g. a heat-map). ``offset_ras``: a
     number (slice offset in mm) or an R,A,S point the slice must pass through. The field of view is
-    fitted to the background volume.
+    fitted to the background volume, or ``field_of_view_mm`` wide and centred on the ``offset_ras`` point.
     Returns SliceRender(path, rgb array [rows top-down, cols, 3], ras_to_pixel(r, a, s) -> (row, col)).
     """
     import numpy as np
@@ -411,6 +411,10 @@ def render_slice_png(volumeNode, overlay=None, view="Red", path=None, offset_ras
             logic.SetSliceOffset(float(offset_ras))
         else:
             sliceNode.JumpSliceByOffsetting(*(float(x) for x in offset_ras))
+            if field_of_view_mm:
+                fov = sliceNode.GetFieldOfView()
+                sliceNode.SetFieldOfView(float(field_of_view_mm), float(field_of_view_mm) * height / width, fov[2])
+                sliceNode.JumpSliceByCentering(*(float(x) for x in offset_ras))
     # The events that refresh the layers in Slicer's GUI do not fire here (real-mrml.md): do it by hand.
     for layer in (logic.GetBackgroundLayer(), logic.GetForegroundLayer(), logic.GetLabelLayer()):
         if layer is not None:

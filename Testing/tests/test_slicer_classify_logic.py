@@ -64,6 +64,8 @@ def test_classify_segment_gives_table_text_and_heatmap_overlay(slicer, gland):
     assert shown["foreground"] == heat.GetID() and shown["background"] == vol.GetID()
     assert shown["foregroundOpacity"] == pytest.approx(0.4)
     assert heat.GetDisplayNode().GetColorNodeID() is not None
+    # near-zero attribution is not drawn (Slicer's display threshold), so the view is not tinted all over
+    assert heat.GetDisplayNode().GetApplyThreshold() == 1 and heat.GetDisplayNode().GetLowerThreshold() == 0.05
     assert progress and max(progress) > 0.9
 
 

@@ -120,7 +120,8 @@ class ClassifyRun(EngineRun):
         self.heatmapVolume.SetAttribute("MedAI.classification.explanation", self.explain)
         nodes.place_next_to(self.heatmapVolume, self.inputVolume)
         if self.showHeatmap:
-            nodes.show_colour_overlay(self.inputVolume, self.heatmapVolume, 0.4, "Rainbow")
+            # the heat-map is 0..1 (engine); near-zero attribution is left undrawn
+            nodes.show_colour_overlay(self.inputVolume, self.heatmapVolume, 0.4, "Rainbow", lowerThreshold=0.05)
 
 
 def classification_models() -> list:
