@@ -42,7 +42,7 @@ def test_install_is_real_and_idempotent(slicer):
     h = harness.install()
     assert harness.install() is h
     assert slicer.mrmlScene is h.scene and slicer.mrmlScene.GetClassName() == "vtkMRMLScene"
-    assert type(slicer.mrmlScene).__module__.startswith("slicer_core")  # not the stand-in's Python class
+    assert type(slicer.mrmlScene).__module__.startswith("slicer_core")  # Slicer's compiled class, not a Python model of it
     assert slicer.app.applicationLogic() is h.app_logic
     assert slicer.modules.segmentations.logic().GetClassName() == "vtkSlicerSegmentationsModuleLogic"
     assert slicer.modules.volumes.logic().GetClassName() == "vtkSlicerVolumesLogic"

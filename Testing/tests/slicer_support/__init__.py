@@ -1,1 +1,2 @@
-"""Helpers for the Slicer-module tests (stand-in set-up, a scripted fake engine)."""
+"""Helpers for the Slicer-module tests: real Slicer set-up (slicer-core), geometry and slice-view
+readings, Slicer's terminology, a scripted fake engine."""
