@@ -436,3 +436,24 @@ def test_internal_errors_are_redacted_too(monkeypatch, capsys):
     assert main(["models", "list"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "S3cretPW" not in err and "alice" not in err
+
+
+def test_log_lines_are_redacted(monkeypatch):
+    """The CLI installs the redacting filter on the log handlers: a library logging a URL with
+    credentials (at any level, with %-arguments) writes it without them."""
+    import logging
+
+    from MedAILib.core.redact import install_log_redaction
+
+    monkeypatch.setenv("MEDAI_MIRROR", "https://alice:S3cretPW@mirror.example")
+    stream = io.StringIO()
+    logger = logging.getLogger("medai-test-redaction")
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        install_log_redaction(logger)
+        logger.warning("fetching %s (%s)", "https://alice:S3cretPW@mirror.example/m.zip", "S3cretPW@mirror.example")
+    finally:
+        logger.removeHandler(handler)
+    assert "https://***@mirror.example/m.zip" in stream.getvalue() and "S3cretPW" not in stream.getvalue()

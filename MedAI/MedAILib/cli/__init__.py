@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="medai: %(levelname)s: %(message)s")
+    from MedAILib.core.redact import install_log_redaction
+
+    install_log_redaction()  # no credentials in any log line either (issue 14)
     if not args.debug:
         # MONAI announces an optional GPU DICOM decoder on import; not something a user can act on.
         logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)

@@ -107,3 +107,27 @@ def redact_url(url: str) -> str:
     if "@" in parts.netloc:
         url = urllib.parse.urlunsplit(parts._replace(netloc=MASK + "@" + parts.netloc.rsplit("@", 1)[1]))
     return redact(url)
+
+
+class RedactingFilter:
+    """A ``logging`` filter that redacts each record's final message (attach it to handlers: a
+    handler's filters see the records of every logger that reaches it)."""
+
+    def filter(self, record) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string: leave the record to logging
+            return True
+        clean = redact(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def install_log_redaction(logger=None) -> None:
+    """Redact everything the handlers of ``logger`` (default: the root logger) write."""
+    import logging
+
+    for handler in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
