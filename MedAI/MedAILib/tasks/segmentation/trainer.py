@@ -1,6 +1,9 @@
 """Train the shipped hippocampus segmentation model (MSD Task04) and package it as a MONAI bundle.
 
-Run as ``medai train segmentation --data DIR --split SPLIT.json --out BUNDLE_DIR`` or
+Your own data (any labels, modality, channels): ``medai train segmentation --images DIR --labels DIR``
+or ``--datalist FILE.json`` -> :mod:`own_data` (planning in :mod:`planning`, ``--init`` in
+:mod:`init_weights`; docs/training.md). The shipped hippocampus model is reproduced by
+``medai train segmentation --data DIR --split SPLIT.json --out BUNDLE_DIR`` or
 ``python -m MedAILib.tasks.segmentation.trainer ...``. The bundle it writes (configs/inference.json,
 configs/metadata.json, models/model.pt, docs/README.md, LICENSE) follows the MONAI Model Zoo layout
 and runs with MONAI's own ``python -m monai.bundle run``.
