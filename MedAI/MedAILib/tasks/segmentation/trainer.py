@@ -587,6 +587,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     own.add_argument("--steps-per-epoch", type=int, default=None)
     own.add_argument("--model-id", default=None, help="catalogue id (default: the --out folder's name)")
     own.add_argument("--no-register", action="store_true", help="do not add the bundle to the user catalogue")
+    own.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle")
     parser.add_argument("--data", default=None, help="msd-hippocampus folder (imagesTr/, labelsTr/): the shipped model")
     parser.add_argument("--split", default=None,
                         help="split JSON with 'training' and 'validation' case ids (written if missing)")
