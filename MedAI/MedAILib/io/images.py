@@ -104,12 +104,13 @@ def _check_nifti_complete(path: Path) -> None:
     import gzip
     import zlib
 
-    import nibabel as nib
-
-    try:
-        header = nib.load(str(path)).header
-        expected = int(header["vox_offset"]) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
-    except Exception:  # nibabel cannot parse it: ITK could, so do not second-guess the reader
+    try:  # the header as ITK reads it (nibabel's import alone costs ~0.9 s of CPU at every start)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        dims = [int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, int(reader.GetMetaData("dim[0]")) + 1)]
+        expected = int(float(reader.GetMetaData("vox_offset"))) + int(np.prod(dims)) * int(reader.GetMetaData("bitpix")) // 8
+    except Exception:  # no NIfTI header fields: the reader itself reports what is wrong
         return
     if str(path).lower().endswith(".gz"):
         got = 0
