@@ -138,7 +138,7 @@ def run(threads: int = 1, repeats: int = 3, clicks: int = 20, quick: bool = Fals
         # imports torch (nothing else competes for the CPU).
         shot = {"medai": [], "monai": []}
         outs = {}
-        for r in range(repeats):
+        for r in range(0 if quick else repeats):  # --quick: the monai section covers it (smoke run)
             for tool in (("medai", "monai") if r % 2 == 0 else ("monai", "medai")):
                 out = work / f"runner_{tool}_{r}"
                 shutil.rmtree(out, ignore_errors=True)
@@ -158,7 +158,7 @@ def run(threads: int = 1, repeats: int = 3, clicks: int = 20, quick: bool = Fals
         from run_benchmarks import _labels_equal
 
         medai_s, monai_s = _median([x["s"] for x in shot["medai"]]), _median([x["s"] for x in shot["monai"]])
-        result["one_shot_vs_monai"] = {
+        result["one_shot_vs_monai"] = None if quick else {
             "medai_s": medai_s, "monai_s": monai_s, "speed_ratio": _r(monai_s / medai_s, 2),
             "medai_peak_mb": _median([x["peak_mb"] for x in shot["medai"]]),
             "monai_peak_mb": _median([x["peak_mb"] for x in shot["monai"]]),
@@ -209,11 +209,13 @@ def run(threads: int = 1, repeats: int = 3, clicks: int = 20, quick: bool = Fals
         for v in volumes:
             clicker.click(v, "warm")
         warm_total = time.perf_counter() - t
-        engine_client.shutdown_warm_engine()
-        t = time.perf_counter()
-        for v in volumes:
-            clicker.click(v, "warm")
-        cold_total = time.perf_counter() - t
+        cold_total = None
+        if not quick:
+            engine_client.shutdown_warm_engine()
+            t = time.perf_counter()
+            for v in volumes:
+                clicker.click(v, "warm")
+            cold_total = time.perf_counter() - t
         batch_out = work / "batch"
         shutil.rmtree(batch_out, ignore_errors=True)
         batch = _timed_process([sys.executable, "-m", "MedAILib.cli", "segment", *map(str, cases[:clicks]), "-o",
@@ -221,7 +223,7 @@ def run(threads: int = 1, repeats: int = 3, clicks: int = 20, quick: bool = Fals
         result["consecutive"] = {
             "clicks": len(volumes), "warm_engine_s": _r(warm_total), "starting_cold_s": _r(cold_total),
             "one_batch_process_s": _r(batch["s"]), "warm_over_batch": _r(warm_total / batch["s"], 2),
-            "cold_over_batch": _r(cold_total / batch["s"], 2)}
+            "cold_over_batch": None if cold_total is None else _r(cold_total / batch["s"], 2)}
         engine_client.shutdown_warm_engine()
         reset()
     finally:
@@ -232,7 +234,6 @@ def run(threads: int = 1, repeats: int = 3, clicks: int = 20, quick: bool = Fals
 
 def markdown(r: dict) -> str:
     o, c = r["one_shot_vs_monai"], r["consecutive"]
-    lab = o["labels"]
     rows = [
         "## Warm engine: what a click costs (bench_warm_engine.py)\n",
         f"{r['case']} (shipped {HIPPO}), CPU, {r['threads']} thread(s), medians of {r['repeats']}+ interleaved runs; "
@@ -245,16 +246,20 @@ def markdown(r: dict) -> str:
         f"click ({r['one_shot_click_s']} s) | <= 1.0 |",
         f"| {c['clicks']} consecutive clicks, engine warm | {c['warm_engine_s']} | **{c['warm_over_batch']}x** one "
         f"{c['clicks']}-case `medai segment` process ({c['one_batch_process_s']} s) | <= 1.3 |",
-        f"| {c['clicks']} consecutive clicks, engine starting cold | {c['starting_cold_s']} | **{c['cold_over_batch']}x** "
-        "the same batch process | |",
-        f"| one-shot `medai segment`, whole process | {o['medai_s']} | MONAI's runner {o['monai_s']} s: "
-        f"**{o['speed_ratio']}x** | >= 1.0 |",
-        f"| peak memory, MiB | medai {o['medai_peak_mb']} | MONAI {o['monai_peak_mb']} "
-        f"({_r(o['medai_peak_mb'] - o['monai_peak_mb'], 1)} MiB more) | <= +50 |",
-        "",
-        f"Labels medai vs MONAI runner: identical {lab['identical']} ({lab['voxels_differing']} voxels differ of "
-        f"{lab['labelled_voxels']} labelled).\n"]
-    return "\n".join(rows)
+        f"| {c['clicks']} consecutive clicks, engine starting cold | {c['starting_cold_s']} | "
+        + (f"**{c['cold_over_batch']}x** the same batch process | |" if c["cold_over_batch"] is not None
+           else "not measured (--quick) | |")]
+    if o is not None:  # not in --quick
+        lab = o["labels"]
+        rows += [
+            f"| one-shot `medai segment`, whole process | {o['medai_s']} | MONAI's runner {o['monai_s']} s: "
+            f"**{o['speed_ratio']}x** | >= 1.0 |",
+            f"| peak memory, MiB | medai {o['medai_peak_mb']} | MONAI {o['monai_peak_mb']} "
+            f"({_r(o['medai_peak_mb'] - o['monai_peak_mb'], 1)} MiB more) | <= +50 |",
+            "",
+            f"Labels medai vs MONAI runner: identical {lab['identical']} ({lab['voxels_differing']} voxels differ of "
+            f"{lab['labelled_voxels']} labelled)."]
+    return "\n".join(rows) + "\n"
 
 
 def main(argv=None) -> int:
@@ -262,7 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch/OpenMP threads everywhere (default 1)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--clicks", type=int, default=20, help="consecutive clicks (cases) for the batch comparison")
-    p.add_argument("--quick", action="store_true", help="smoke run: one repeat, 3 clicks (figures not meaningful)")
+    p.add_argument("--quick", action="store_true", help="smoke run: one repeat, 3 clicks, no MONAI runner and no "
+                   "cold 3-click series (figures not meaningful)")
     p.add_argument("--out", help="also write the figures as JSON here")
     args = p.parse_args(argv)
     import warnings
