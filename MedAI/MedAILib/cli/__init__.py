@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     "MedAILib.tasks.registration.command",
     "MedAILib.tasks.fusion.command",
     "MedAILib.tasks.preprocessing.command",
+    "MedAILib.tasks.sequences.command",
     "MedAILib.cli.evaluate",
     "MedAILib.cli.train",
     "MedAILib.cli.demo",

@@ -32,6 +32,8 @@ def register(sub) -> None:
 
     add_arguments(p)
     batch.add_arguments(p)
+    p.add_argument("--trust", action="append", default=[], metavar="PATH",
+                   help="trust this bundle folder (--denoise gan with a bundle that is not in the catalogue)")
     p.set_defaults(func=run)
 
 

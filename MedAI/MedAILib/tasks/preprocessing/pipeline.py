@@ -37,6 +37,7 @@ class PreprocessOptions:
     percentiles: tuple = (1.0, 99.0)
     window: Optional[tuple] = None         # (width, level) HU, or a preset name
     device: str = "auto"
+    trust_paths: tuple = ()                # bundle folders the user trusts (--trust), for gan
 
     @property
     def any(self) -> bool:
@@ -99,10 +100,10 @@ def preprocess(volume: Volume, options: PreprocessOptions, mask: Optional[Volume
     if options.denoise:
         params = {"gaussian": {"sigma_mm": options.sigma_mm}, "median": {"radius": options.radius},
                   "anisotropic": {"iterations": options.iterations, "conductance": options.conductance},
-                  "gan": {"model": options.denoise_model}}[options.denoise]
+                  "gan": {"model": options.denoise_model, "trust_paths": tuple(options.trust_paths)}}[options.denoise]
         out = step(f"denoise:{options.denoise}",
                    lambda: steps.denoise(out, options.denoise, device=options.device, progress=None, **params),
-                   **params)
+                   **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items() if k != "trust_paths"})
     if options.resample_mm:
         out = step("resample", lambda: steps.resample_spacing(out, options.resample_mm),
                    spacing_mm=list(options.resample_mm))
@@ -190,4 +191,4 @@ def options_from_args(args, prefix: str = "") -> PreprocessOptions:
         resample_mm=tuple(float(x) for x in (res * 3 if res and len(res) == 1 else res)) if res else None,
         crop_to_mask=bool(get("crop_to_mask")), margin_mm=float(get("margin")), normalize=get("normalize"),
         percentiles=tuple(float(x) for x in get("percentiles")), window=window,
-        device=getattr(args, "device", "auto") or "auto")
+        device=getattr(args, "device", "auto") or "auto", trust_paths=tuple(getattr(args, "trust", None) or ()))

@@ -118,7 +118,8 @@ def n4(volume: Volume, mask: Optional[Volume] = None, shrink: int = 4, iteration
 # --- denoising ---------------------------------------------------------------------------------
 
 def denoise(volume: Volume, method: str, sigma_mm: float = 1.0, radius: int = 1, iterations: int = 5,
-            conductance: float = 1.0, model: Optional[str] = None, device: str = "auto", progress=None) -> Volume:
+            conductance: float = 1.0, model: Optional[str] = None, device: str = "auto", progress=None,
+            trust_paths=()) -> Volume:
     """Denoise with ``method``: gaussian (recursive Gaussian, ``sigma_mm``), median (``radius`` voxels),
     anisotropic (curvature anisotropic diffusion, Perona-Malik family: smooths within regions, not
     across edges) or gan (a denoising GAN bundle, :mod:`MedAILib.tasks.denoising`)."""
@@ -127,7 +128,7 @@ def denoise(volume: Volume, method: str, sigma_mm: float = 1.0, radius: int = 1,
     if method == "gan":
         from MedAILib.tasks.denoising.pipeline import denoise_volume
 
-        return denoise_volume(volume, model, device=device, progress=progress)
+        return denoise_volume(volume, model, device=device, progress=progress, trust_paths=trust_paths)
     image = _float_image(volume)
     if method == "gaussian":
         out = sitk.SmoothingRecursiveGaussian(image, float(sigma_mm))
