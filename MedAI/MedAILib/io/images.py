@@ -110,7 +110,9 @@ def _check_nifti_complete(path: Path) -> None:
         reader.ReadImageInformation()
         dims = [int(reader.GetMetaData(f"dim[{i}]")) for i in range(1, int(reader.GetMetaData("dim[0]")) + 1)]
         expected = int(float(reader.GetMetaData("vox_offset"))) + int(np.prod(dims)) * int(reader.GetMetaData("bitpix")) // 8
-    except Exception:  # no NIfTI header fields: the reader itself reports what is wrong
+    except Exception:  # no NIfTI header fields: a damaged gzip stream is the cause, else the reader says
+        if str(path).lower().endswith(".gz"):
+            _check_gzip_stream(path, 1 << 30)
         return
     if str(path).lower().endswith(".gz"):
         got = 0
@@ -130,6 +132,24 @@ def _check_nifti_complete(path: Path) -> None:
             f"{path.name} is truncated ({got} of {expected} bytes of image data)",
             "the file was not copied or written completely; copy or export it again",
         )
+
+
+def _check_gzip_stream(path: Path, limit: int) -> None:
+    """Refuse a .gz whose compressed stream is damaged or ends early (read up to ``limit`` bytes)."""
+    import gzip
+    import zlib
+
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":  # not gzip at all: a wrong format, which the reader's diagnosis names
+            return
+    got = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while got < limit and (chunk := f.read(1 << 20)):
+                got += len(chunk)
+    except (EOFError, OSError, zlib.error):
+        raise InputError(f"{path.name} is truncated or damaged (its compressed data ends early or is corrupt)",
+                         "the file was not copied or written completely; copy or export it again") from None
 
 
 def check_header_size(path: Path) -> None:
