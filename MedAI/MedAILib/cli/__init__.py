@@ -77,6 +77,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         from MedAILib.client.command import add_server_arguments
 
         add_server_arguments(sub)
+        from MedAILib.cli.cluster import add_cluster_arguments  # --cluster: the cases on Dask workers
+
+        add_cluster_arguments(sub)
     return parser
 
 

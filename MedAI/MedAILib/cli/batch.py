@@ -335,6 +335,10 @@ class Batch:
     def process(self, run_case: Callable) -> int:
         """Run ``run_case(case, progress) -> row fields`` for each planned case; a failed case is
         reported and the others go on. Returns the exit status."""
+        if getattr(self.args, "cluster", None):  # --cluster: the cases on Dask workers (cli/cluster.py)
+            from MedAILib.cli.cluster import process_on_cluster
+
+            return process_on_cluster(self)
         if getattr(self.args, "server", None):  # --server: each case runs there, the rest stays here
             from MedAILib.client.command import remote_case_runner
 

@@ -60,8 +60,11 @@ def align_inputs(volumes: Sequence[Volume], assume_aligned: bool = False, regist
                 progress.stage(k / len(todo), (k + 1) / len(todo))
             result = registration.register(ref, v, transform_type=transform_type, progress=progress,
                                            **registration_options)
-            entry.update(action=f"registered ({transform_type}) and resampled",
-                         metric_before=round(result.metric_before, 5), metric_after=round(result.metric_after, 5))
+            entry.update(action=f"registered ({result.transform_type}) and resampled",
+                         metric_before=round(result.metric_before, 5), metric_after=round(result.metric_after, 5),
+                         reliable=result.reliability.get("reliable"), warnings=list(result.warnings))
+            if result.transform_type != transform_type:
+                entry["action"] += f" ({transform_type} was asked for and fell back to {result.transform_type})"
             if result.is_linear:
                 entry["fixed_to_moving_ras"] = result.fixed_to_moving_ras().round(6).tolist()
             entry["transform"] = result.transform

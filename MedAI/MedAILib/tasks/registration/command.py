@@ -118,15 +118,23 @@ def _register(args, case, progress, b: batch.Batch) -> dict:
     transform_path = result.save_transform(paths["transform"])
     resampled_path = write_image(result.resampled, paths["moving_resampled"])
     before = registration.resample_to(moving, fixed, "linear")
+    after = result.transform_type + ("" if result.transform_type == args.transform_type
+                                     else f"; {args.transform_type} FELL BACK to {result.transform_type}")
+    after += "; UNRELIABLE" if result.reliability.get("reliable") is False else ""
     png = blend.save_png([blend.checkerboard(fixed, before), blend.checkerboard(fixed, result.resampled)],
                          paths["checkerboard_png"],
-                         titles=["before (world coordinates)", f"after ({args.transform_type})"])
+                         titles=["before (world coordinates)", f"after ({after})"])
     report = {"fixed": str(args.fixed), "moving": str(args.moving), **result.summary(),
               "outputs": {"transform": str(transform_path), "moving_resampled": str(resampled_path),
                           "checkerboard_png": str(png)}}
     with atomic_output(paths["report"]) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
+    for w in result.warnings:  # fall-backs and reliability doubts: never only in the JSON
+        b.warn(case, w, kind="registration")
     b.say(f"\nmetric (Mattes MI, lower is better): {result.metric_before:.4f} -> {result.metric_after:.4f}")
+    if "forward_inverse_mm" in result.reliability:
+        b.say(f"forward/backward runs agree within {result.reliability['forward_inverse_mm']:.3f} mm (mean); "
+              f"{'reliable' if result.reliability.get('reliable') else 'NOT reliable'}")
     if result.is_linear:
         b.say(f"rotation {report['rotation_deg']:.3f} deg, translation {report['translation_mm']:.3f} mm")
     for name, t in tre.items():
@@ -135,4 +143,6 @@ def _register(args, case, progress, b: batch.Batch) -> dict:
     b.say(f"resampled:  {resampled_path}")
     b.say(f"figure:     {png}")
     return {"output": str(transform_path), "transform": str(transform_path), "resampled": str(resampled_path),
-            "metric_before": result.metric_before, "metric_after": result.metric_after, "tre_mm": result.tre_mm}
+            "metric_before": result.metric_before, "metric_after": result.metric_after, "tre_mm": result.tre_mm,
+            "transform_type": result.transform_type, "reliable": result.reliability.get("reliable"),
+            "warnings": list(result.warnings)}

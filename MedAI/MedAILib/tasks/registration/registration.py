@@ -17,9 +17,19 @@ the fixed grid. :meth:`RegistrationResult.fixed_to_moving_ras` gives the same ma
 matrix (Slicer's ``GetMatrixTransformFromParent`` of the loaded node).
 
 Defaults are meant to work on real MR pairs without tuning: Mattes mutual information (50 bins),
-random sampling, three resolution levels (shrink 4/2/1 with 2/1/0 mm Gaussian smoothing), a rigid
-stage always first (affine and B-spline start from it), and a start transform that trusts the
-scanner frame when the two images overlap ("world"), otherwise aligns intensity centroids ("moments").
+random sampling restricted to each image's head/body mask grown by a margin (so the air around the
+head does not dilute the histogram, while the skin edge stays in), three resolution levels (shrink
+4/2/1 with 2/1/0 mm Gaussian smoothing), a start transform that trusts the scanner frame when the
+two images overlap ("world"), otherwise aligns intensity centroids ("moments"), then a coarse global
+search (a grid of rotations scored at the coarsest level; the unrotated start and the best-scoring
+rotations are optimised there and the best of those continues) before the local optimiser. The rigid
+stage is checked by a backward run (FIXED onto MOVING, finer levels, from the inverse of the forward
+coarse result): their disagreement (mean mm over the fixed mask), the metric before/after and rival
+optima of the global search say how far the result can be trusted (``RegistrationResult.reliability``,
+``warnings``). Affine and B-spline start from that rigid
+result; when one of them is replaced by a rigid result (it ended worse than the rigid stage, or the
+safety net below kept a rigid one), ``transform_type`` says "rigid", ``requested_type`` keeps what was
+asked for, and ``warnings`` says why: nothing is downgraded silently.
 """
 
 from __future__ import annotations
@@ -67,6 +77,15 @@ class RegistrationSettings:
     metric_interpolator: str = "linear"    # how the moving image is sampled while optimising (linear | bspline)
     seed: int = 20240607                   # sampling seed: results are reproducible
     threads: Optional[int] = None
+    auto_mask: bool = True                 # metric mask = head mask + margin when no mask is given
+    mask_margin_mm: float = 10.0           # grow the head mask so the skin/air edge stays in the metric
+    global_search: bool = True             # rotation grid at the coarsest level before the local optimiser
+    search_angles_deg: Sequence[float] = (-10.0, 0.0, 10.0)   # per Euler angle (3^3 = 27 starts)
+    search_candidates: int = 3             # best grid starts optimised at the coarsest level
+    backward_check: bool = True            # also register FIXED onto MOVING; their disagreement is reported
+    average_backward: bool = False         # deliver the rigid transform halfway between the two runs
+    agreement_tolerance_mm: float = 1.0    # forward/backward disagreement above this = unreliable
+    max_samples: int = 100_000             # cap on metric samples per level (MI needs ~1e5; 512x512 slices give 1e6)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
@@ -92,6 +111,9 @@ class RegistrationResult:
     settings: dict
     tre_mm: Optional[dict] = None
     note: Optional[str] = None     # set when the result is the starting alignment (see register)
+    requested_type: Optional[str] = None   # what was asked for (transform_type is what was delivered)
+    warnings: list = dataclasses.field(default_factory=list)   # fall-backs and reliability doubts, one line each
+    reliability: dict = dataclasses.field(default_factory=dict)
 
     @property
     def is_linear(self) -> bool:
@@ -113,6 +135,11 @@ class RegistrationResult:
     def summary(self) -> dict:
         d = {
             "transform_type": self.transform_type,
+            "requested_type": self.requested_type or self.transform_type,
+            "fell_back": bool(self.requested_type and self.requested_type != self.transform_type),
+            "reliable": self.reliability.get("reliable"),
+            "reliability": self.reliability,
+            "warnings": list(self.warnings),
             "direction": "fixed->moving physical points (ITK resampling transform); in Slicer apply it to the MOVING volume",
             "init": self.init,
             "metric": "Mattes mutual information (lower is better)",
@@ -254,6 +281,24 @@ def _mask_image(mask: Optional[Volume]) -> Optional[sitk.Image]:
     return to_sitk(mask.with_array(arr))
 
 
+def head_mask_image(image: sitk.Image, margin_mm: float) -> Optional[sitk.Image]:
+    """The metric mask used when none is given: :func:`foreground_mask`'s head (Otsu, closing, largest
+    component, holes filled) grown by ``margin_mm`` (a distance map, so thick slices grow in mm, not
+    voxels). None when no plausible head is found (under 2 % of the image): the whole image is used."""
+    img = sitk.Cast(image, sitk.sitkFloat32)
+    mask = sitk.OtsuThreshold(img, 0, 1)
+    mask = sitk.BinaryMorphologicalClosing(mask, [2, 2, 1])
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    mask = sitk.BinaryFillhole(sitk.Cast(cc == 1, sitk.sitkUInt8))
+    arr = sitk.GetArrayViewFromImage(mask)
+    if arr.mean() < 0.02:
+        return None
+    if margin_mm > 0:
+        dist = sitk.SignedMaurerDistanceMap(mask, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)
+        mask = sitk.Cast(dist <= float(margin_mm), sitk.sitkUInt8)
+    return mask
+
+
 # ------------------------------------------------------------------------------------------------
 # registration
 # ------------------------------------------------------------------------------------------------
@@ -300,8 +345,13 @@ class _Runner:
         self.progress = progress
         self.cancelled = False
 
-    def method(self, sampling: float, sitk_levels: bool = False) -> sitk.ImageRegistrationMethod:
+    def method(self, sampling: float, sitk_levels: bool = False, image: Optional[sitk.Image] = None
+               ) -> sitk.ImageRegistrationMethod:
+        """A configured registration method; ``image`` (the level's fixed image) caps the sampling
+        fraction at ``max_samples`` points."""
         s = self.s
+        if image is not None and s.max_samples:
+            sampling = min(float(sampling), float(s.max_samples) / float(np.prod(image.GetSize())))
         r = sitk.ImageRegistrationMethod()
         r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=int(s.histogram_bins))
         r.SetMetricSamplingStrategy(r.RANDOM)
@@ -321,16 +371,19 @@ class _Runner:
             r.SetNumberOfThreads(int(s.threads))
         return r
 
-    def run_linear(self, configure, initial, fixed, moving, span, label):
-        """Run a linear stage level by level (coarse to fine); ``configure(r)`` sets the optimiser."""
+    def run_linear(self, configure, initial, fixed, moving, span, label, levels=None):
+        """Run a linear stage level by level (coarse to fine); ``configure(r)`` sets the optimiser.
+        ``levels``: the level indices to run (default all)."""
         s = self.s
         n = len(s.shrink_factors)
         current, iterations, stop = initial, [], ""
         for level, (shrink, sigma, sampling) in enumerate(zip(s.shrink_factors, s.smoothing_sigmas_mm,
                                                                s.sampling_percentage)):
+            if levels is not None and level not in levels:
+                continue
             f_img = _pyramid_image(fixed, int(shrink), float(sigma))
             m_img = _pyramid_image(moving, int(shrink), float(sigma))
-            r = self.method(float(sampling))
+            r = self.method(float(sampling), image=f_img)
             configure(r)
             r.SetInitialTransform(current, inPlace=False)
             level_span = (span[0] + (span[1] - span[0]) * level / n, span[0] + (span[1] - span[0]) * (level + 1) / n)
@@ -338,6 +391,10 @@ class _Runner:
             iterations.append(its[0] if its else 0)
             current = _unwrap(out)
         return current, iterations, stop
+
+    def check_cancel(self):
+        if self.progress is not None:
+            self.progress.cancel.check()
 
     def _execute(self, r, fixed, moving, span, label, max_iterations):
         start, end = span
@@ -372,11 +429,14 @@ def metric_value(fixed: Volume, moving: Volume, transform: Optional[sitk.Transfo
     s = settings or RegistrationSettings()
     fixed_img = sitk.Cast(to_sitk(fixed), sitk.sitkFloat32)
     moving_img = sitk.Cast(to_sitk(moving), sitk.sitkFloat32)
-    return _metric(_Runner(s, _mask_image(fixed_mask), None, None), fixed_img, moving_img, transform)
+    mask = _mask_image(fixed_mask)
+    if mask is None and s.auto_mask:  # the same metric register() reports
+        mask = head_mask_image(fixed_img, s.mask_margin_mm)
+    return _metric(_Runner(s, mask, None, None), fixed_img, moving_img, transform)
 
 
 def _metric(runner: _Runner, fixed_img, moving_img, transform) -> float:
-    r = runner.method(float(runner.s.sampling_percentage[-1]))
+    r = runner.method(float(runner.s.sampling_percentage[-1]), image=fixed_img)
     r.SetInitialTransform(transform or sitk.Transform(3, sitk.sitkIdentity))
     try:
         return float(r.MetricEvaluate(fixed_img, moving_img))
@@ -390,8 +450,10 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
     """Register ``moving`` to ``fixed`` (rigid, affine or B-spline; Mattes MI, multi-resolution).
 
     Returns the fixed->moving transform (see module docstring), the moving image resampled onto the
-    fixed grid and the metric before (world alignment) and after. ``overrides`` set fields of
-    :class:`RegistrationSettings` (e.g. ``init="moments"``, ``shrink_factors=(2, 1)``).
+    fixed grid, the metric before (world alignment) and after, ``reliability`` (forward/backward
+    agreement, metric values; ``reliable`` False with the reasons in ``warnings`` when in doubt) and
+    the delivered ``transform_type`` (``requested_type`` is what was asked for). ``overrides`` set
+    fields of :class:`RegistrationSettings` (e.g. ``init="moments"``, ``shrink_factors=(2, 1)``).
     """
     s = dataclasses.replace(settings or RegistrationSettings(), transform_type=transform_type, **overrides)
     if s.transform_type not in TRANSFORM_TYPES:
@@ -406,41 +468,89 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
             raise InputError(f"the {name} image is not a 3D volume", "give 3D scalar volumes")
     fixed_img = sitk.Cast(to_sitk(fixed), sitk.sitkFloat32)
     moving_img = sitk.Cast(to_sitk(moving), sitk.sitkFloat32)
-    runner = _Runner(s, _mask_image(fixed_mask), _mask_image(moving_mask), progress)
+    fmask, mmask = _mask_image(fixed_mask), _mask_image(moving_mask)
+    masks = {"fixed": "given" if fmask is not None else None, "moving": "given" if mmask is not None else None}
+    if s.auto_mask:
+        if fmask is None:
+            fmask = head_mask_image(fixed_img, s.mask_margin_mm)
+            masks["fixed"] = f"head + {s.mask_margin_mm:g} mm" if fmask is not None else "none (no head found)"
+        if mmask is None:
+            mmask = head_mask_image(moving_img, s.mask_margin_mm)
+            masks["moving"] = f"head + {s.mask_margin_mm:g} mm" if mmask is not None else "none (no head found)"
+    # The forward run samples the fixed image inside the fixed mask; the moving mask is used only as the
+    # fixed mask of the backward run (a moving mask in the metric rejects samples as the image moves,
+    # which makes the metric jump).
+    runner = _Runner(s, fmask, mmask if moving_mask is not None else None, progress)
     init = _choose_init(fixed_img, moving_img) if s.init == "auto" else s.init
-    stages = ["rigid"] + ([s.transform_type] if s.transform_type != "rigid" else [])
-    spans = {1: [(0.0, 1.0)], 2: [(0.0, 0.4), (0.4, 1.0)]}[len(stages)]
+    warnings: list = []
     if progress is not None:
         progress.update(0.0, f"registering ({s.transform_type}, start: {init})")
 
     metric_before = _metric(runner, fixed_img, moving_img, None)
     iterations, stops = [], []
+    rigid_span = (0.0, 1.0) if s.transform_type == "rigid" else (0.0, 0.5)
+    half = (rigid_span[0], (rigid_span[0] + rigid_span[1]) / 2) if s.backward_check else rigid_span
 
     # Stage 1, always: rigid (the stable start for affine and B-spline too).
-    def regular_step(learning_rate):
-        def configure(r):
-            r.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=s.min_step,
-                                                       numberOfIterations=int(s.iterations), relaxationFactor=0.5,
-                                                       gradientMagnitudeTolerance=1e-8)
-            r.SetOptimizerScalesFromPhysicalShift()
-        return configure
-
     start = _initial_rigid(fixed_img, moving_img, init)
-    rigid, its, stop = runner.run_linear(regular_step(s.learning_rate), sitk.Euler3DTransform(start),
-                                         fixed_img, moving_img, spans[0], "rigid")
-    iterations.append({"rigid": its})
-    stops.append(stop)
-    final = rigid
+    points = _mask_points(fmask, fixed_img)  # where agreement between transforms is measured (mm)
+    fwd, info = _rigid_one_way(runner, fixed_img, moving_img, start, half, "rigid", points)
+    iterations.append({"rigid": info["iterations"]})
+    stops.append(info["stop"])
+    rigid = fwd
+    reliability = {"metric_start": None, "search": info.get("search")}
+    search = info.get("search") or {}
+    if search.get("rival_mm") is not None and search["rival_mm"] > s.agreement_tolerance_mm:
+        warnings.append(f"unreliable: two starts of the global search reached almost the same metric "
+                        f"({search['rival_metric']:.4f} vs {search['best_metric']:.4f}) {search['rival_mm']:.1f} mm "
+                        "apart: the images may not hold enough to pin the alignment down")
+    if s.backward_check:
+        # Backward run: FIXED onto MOVING over the finer levels, from the inverse of the forward run's
+        # coarse result. It samples the other image's grid and interpolates the other image, so a
+        # result that depends on those choices (or a shallow optimum) shows up as a disagreement. The
+        # forward result is delivered: averaging the two was tried and moved the answer further from the
+        # truth on a TCIA pair (0.52 vs 0.36 mm, docs/fusion.md); ``average_backward`` keeps the option.
+        back_runner = _Runner(s, mmask, fmask if fixed_mask is not None else None, progress)
+        n = len(s.shrink_factors)
+        back_start = sitk.Euler3DTransform(info["coarse"].GetInverse())
+        back, back_its, back_stop = back_runner.run_linear(
+            _regular_step(s, s.learning_rate), back_start, moving_img, fixed_img, (half[1], rigid_span[1]),
+            "rigid, backward", levels=list(range(1 if n > 1 else 0, n)))
+        back = sitk.Euler3DTransform(back)
+        iterations.append({"rigid_backward": back_its})
+        stops.append(back_stop)
+        backward_inverse = sitk.Euler3DTransform(back.GetInverse())
+        gap = np.linalg.norm(_apply(fwd, points) - _apply(backward_inverse, points), axis=1)
+        metric_fwd = _metric(runner, fixed_img, moving_img, fwd)
+        metric_bwd = _metric(runner, fixed_img, moving_img, backward_inverse)
+        reliability.update(forward_inverse_mm=round(float(gap.mean()), 4), forward_inverse_max_mm=round(float(gap.max()), 4),
+                           metric_forward=metric_fwd, metric_backward=metric_bwd)
+        if gap.mean() > s.agreement_tolerance_mm:
+            # Averaging a good and a bad answer gives neither: keep the better by the metric, say so.
+            rigid = fwd if metric_fwd <= metric_bwd else backward_inverse
+            reliability["kept"] = "forward" if rigid is fwd else "backward"
+            warnings.append(f"unreliable: registering MOVING onto FIXED and FIXED onto MOVING disagree by "
+                            f"{gap.mean():.2f} mm on average (max {gap.max():.2f} mm; tolerance "
+                            f"{s.agreement_tolerance_mm:g} mm): check the result visually")
+        elif s.average_backward:
+            rigid = _rigid_midpoint(fwd, backward_inverse, points)
+            reliability["kept"] = "midpoint"
+            reliability["metric_midpoint"] = _metric(runner, fixed_img, moving_img, rigid)
+        else:
+            reliability["kept"] = "forward"
+    final, delivered = rigid, "rigid"
+    metric_rigid = _metric(runner, fixed_img, moving_img, rigid)
 
     if s.transform_type == "affine":
         affine = sitk.AffineTransform(3)
         affine.SetCenter(rigid.GetCenter())
         affine.SetMatrix(rigid.GetMatrix())
         affine.SetTranslation(rigid.GetTranslation())
-        final, its, stop = runner.run_linear(regular_step(s.learning_rate / 2), affine, fixed_img, moving_img,
-                                             spans[1], "affine")
+        final, its, stop = runner.run_linear(_regular_step(s, s.learning_rate / 2), affine, fixed_img, moving_img,
+                                             (0.5, 1.0), "affine")
         iterations.append({"affine": its})
         stops.append(stop)
+        delivered = "affine"
     elif s.transform_type == "bspline":
         extent = np.array(fixed_img.GetSize()) * np.array(fixed_img.GetSpacing())
         mesh = [max(1, int(round(e / s.bspline_grid_mm))) for e in extent]
@@ -451,15 +561,21 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
         # LBFGS2 (not LBFGSB): ITK's LBFGSB keeps the first level's scales when the mesh is refined.
         r.SetOptimizerAsLBFGS2(solutionAccuracy=1e-2, numberOfIterations=int(s.bspline_iterations),
                                deltaConvergenceTolerance=0.01)
-        _, its, stop = runner._execute(r, fixed_img, moving_img, spans[1], "B-spline", s.bspline_iterations)
+        _, its, stop = runner._execute(r, fixed_img, moving_img, (0.5, 1.0), "B-spline", s.bspline_iterations)
         iterations.append({"bspline": its})
         stops.append(stop)
         # Composite applies the last transform first: x -> rigid(bspline(x)).
         final = sitk.CompositeTransform([rigid, bspline])
+        delivered = "bspline"
 
     metric_after = _metric(runner, fixed_img, moving_img, final)
+    if delivered != "rigid" and metric_after > metric_rigid:
+        warnings.append(f"the {s.transform_type} stage ended worse than the rigid stage (metric {metric_after:.4f} vs "
+                        f"{metric_rigid:.4f}): the RIGID result is delivered, not {s.transform_type}")
+        final, delivered, metric_after = rigid, "rigid", metric_rigid
     note = None
     metric_start = _metric(runner, fixed_img, moving_img, start)
+    reliability["metric_start"] = metric_start
     if metric_after > metric_start:
         # Safety net: the gradient optimiser ended worse (by the full-resolution metric) than where it
         # started. Seen on weak multimodal pairs (prostate T2 vs DWI), where the MI gradient pushes
@@ -472,25 +588,159 @@ def register(fixed: Volume, moving: Volume, transform_type: str = "rigid", fixed
         metric_simplex = _metric(runner, fixed_img, moving_img, simplex)
         if metric_simplex < metric_start:
             note = (f"gradient descent did not improve the metric ({metric_start:.4f} at the start, {metric_after:.4f} "
-                    f"after); a rigid simplex (Nelder-Mead) search from the start gave {metric_simplex:.4f} and was used"
-                    + ("" if s.transform_type == "rigid" else f" (rigid only: the {s.transform_type} stage was dropped)"))
+                    f"after); a rigid simplex (Nelder-Mead) search from the start gave {metric_simplex:.4f} and was used")
             final, metric_after = simplex, metric_simplex
         else:
             note = (f"registration did not improve the metric ({metric_start:.4f} at the start, {metric_after:.4f} "
                     f"after, simplex {metric_simplex:.4f}); the starting alignment ({init}) was kept")
             final, metric_after = start, metric_start
+            warnings.append("unreliable: " + note)
+        if delivered != "rigid":
+            warnings.append(f"{note}: the RIGID result is delivered, not {s.transform_type}")
+        delivered = "rigid"
         if progress is not None:
             progress.log(note)
+    reliability.update(metric_before=metric_before, metric_after=metric_after, masks=masks,
+                       improved=bool(metric_after < metric_before or metric_after < metric_start),
+                       reliable=not any(w.startswith("unreliable") for w in warnings))
+    for w in warnings:
+        if progress is not None:
+            progress.log("warning: " + w)
     if progress is not None:
         progress.update(0.98, "resampling moving image onto the fixed grid")
     resampled = resample_to(moving, fixed, "linear", final)
-    return RegistrationResult(final, resampled, s.transform_type, metric_before, metric_after, iterations,
-                              stops, init, s.to_dict(), note=note)
+    return RegistrationResult(final, resampled, delivered, metric_before, metric_after, iterations,
+                              stops, init, s.to_dict(), note=note, requested_type=s.transform_type,
+                              warnings=warnings, reliability=reliability)
+
+
+def _regular_step(s: RegistrationSettings, learning_rate: float):
+    def configure(r):
+        r.SetOptimizerAsRegularStepGradientDescent(learningRate=learning_rate, minStep=s.min_step,
+                                                   numberOfIterations=int(s.iterations), relaxationFactor=0.5,
+                                                   gradientMagnitudeTolerance=1e-8)
+        r.SetOptimizerScalesFromPhysicalShift()
+    return configure
+
+
+def _rigid_one_way(runner: "_Runner", fixed_img, moving_img, start, span, label, points):
+    """Rigid MOVING onto FIXED: optional coarse global search, then the pyramid from its winner.
+    ``info["coarse"]`` is the transform after the coarsest level."""
+    s = runner.s
+    n = len(s.shrink_factors)
+    current = sitk.Euler3DTransform(start)
+    info = {"iterations": [], "stop": ""}
+    coarse_span = (span[0], span[0] + (span[1] - span[0]) / n)
+    if s.global_search and len(s.search_angles_deg) > 1:
+        current, info["search"] = _global_search(runner, fixed_img, moving_img, current, coarse_span, label, points)
+        info["iterations"].append(info["search"]["iterations"])
+    else:
+        current, its, info["stop"] = runner.run_linear(_regular_step(s, s.learning_rate), current, fixed_img, moving_img,
+                                                       coarse_span, label, levels=[0])
+        info["iterations"] += its
+    info["coarse"] = sitk.Euler3DTransform(current)
+    if n > 1:
+        current, its, info["stop"] = runner.run_linear(_regular_step(s, s.learning_rate), current, fixed_img, moving_img,
+                                                       (coarse_span[1], span[1]), label, levels=list(range(1, n)))
+        info["iterations"] += its
+    return sitk.Euler3DTransform(current), info
+
+
+def _global_search(runner: "_Runner", fixed_img, moving_img, start, span, label, points):
+    """Score a grid of rotations (about the start's centre, keeping its translation) at the coarsest
+    level, optimise the best few there, return the best by the metric and what was seen: each
+    optimised start's metric and distance (mean mm over ``points``) from the winner; ``rival_mm`` is
+    that distance for the closest competitor by metric (within 1 % of the best), when there is one."""
+    s = runner.s
+    f_img = _pyramid_image(fixed_img, int(s.shrink_factors[0]), float(s.smoothing_sigmas_mm[0]))
+    m_img = _pyramid_image(moving_img, int(s.shrink_factors[0]), float(s.smoothing_sigmas_mm[0]))
+    sampling = float(s.sampling_percentage[0])
+    angles = [math.radians(a) for a in s.search_angles_deg]
+    base = [start.GetAngleX(), start.GetAngleY(), start.GetAngleZ()]
+    scored = []
+    for ax in angles:
+        for ay in angles:
+            for az in angles:
+                t = sitk.Euler3DTransform(start)
+                t.SetRotation(base[0] + ax, base[1] + ay, base[2] + az)
+                scored.append((_metric_on(runner, f_img, m_img, t, sampling), (ax, ay, az), t))
+        runner.check_cancel()
+    # the unrotated start always competes (it is the usual answer); the best-scoring rotations join it
+    plain = [x for x in scored if x[1] == (0.0, 0.0, 0.0)][:1]
+    others = sorted((x for x in scored if x[1] != (0.0, 0.0, 0.0)), key=lambda x: x[0])
+    k = max(1, int(s.search_candidates))
+    candidates = (plain + others)[:1] if k == 1 else plain + others[:k - len(plain)]
+    done = []
+    for c, (m0, a, t) in enumerate(candidates):
+        sub = (span[0] + (span[1] - span[0]) * c / k, span[0] + (span[1] - span[0]) * (c + 1) / k)
+        out, its, _ = runner.run_linear(_regular_step(s, s.learning_rate), t, fixed_img, moving_img, sub,
+                                        f"{label}: global search start {c + 1}/{k}", levels=[0])
+        done.append((_metric_on(runner, f_img, m_img, out, sampling), sitk.Euler3DTransform(out), a, m0,
+                     its[0] if its else 0))
+    best = min(done, key=lambda d: d[0])
+    at_best = _apply(best[1], points)
+    results, rival = [], None
+    for m1, out, a, m0, its in done:
+        dist = float(np.linalg.norm(_apply(out, points) - at_best, axis=1).mean())
+        results.append({"start_deg": [round(math.degrees(x), 2) for x in a], "metric_start": m0, "metric": m1,
+                        "iterations": its, "distance_to_best_mm": round(dist, 3)})
+        if out is not best[1] and abs(m1 - best[0]) <= 0.01 * abs(best[0]) and (rival is None or dist > rival[0]):
+            rival = (dist, m1)
+    return best[1], {"grid_points": len(scored), "optimised": results, "iterations": best[4],
+                     "best_metric": best[0], "rival_mm": rival[0] if rival else None,
+                     "rival_metric": rival[1] if rival else None}
+
+
+def _metric_on(runner: "_Runner", f_img, m_img, transform, sampling: float) -> float:
+    r = runner.method(sampling, image=f_img)
+    r.SetInitialTransform(transform)
+    try:
+        return float(r.MetricEvaluate(f_img, m_img))
+    except RuntimeError:  # too few samples in the overlap: no information
+        return 0.0
+
+
+def _mask_points(mask: Optional[sitk.Image], image: sitk.Image, n: int = 20000) -> np.ndarray:
+    """Up to ``n`` physical (LPS) points spread over the mask (or the whole image)."""
+    if mask is not None:
+        arr = sitk.GetArrayViewFromImage(mask)
+        k, j, i = np.nonzero(arr)
+    else:
+        size = image.GetSize()
+        k, j, i = [a.ravel() for a in np.meshgrid(*(np.arange(0, size[d], max(1, size[d] // 30)) for d in (2, 1, 0)),
+                                                   indexing="ij")]
+    step = max(1, len(i) // n)
+    idx = np.stack([i, j, k], 1)[::step].astype(float)
+    ref = mask if mask is not None else image
+    origin, spacing = np.array(ref.GetOrigin()), np.array(ref.GetSpacing())
+    direction = np.array(ref.GetDirection()).reshape(3, 3)
+    return origin + (idx * spacing) @ direction.T
+
+
+def _apply(transform: sitk.Transform, points: np.ndarray) -> np.ndarray:
+    return np.array([transform.TransformPoint([float(c) for c in p]) for p in points])
+
+
+def _rigid_midpoint(a: sitk.Transform, b: sitk.Transform, points: np.ndarray) -> sitk.Euler3DTransform:
+    """The rigid transform closest (least squares, Kabsch) to the point-wise average of ``a`` and ``b``."""
+    target = (_apply(a, points) + _apply(b, points)) / 2.0
+    pc, tc = points.mean(0), target.mean(0)
+    h = (points - pc).T @ (target - tc)
+    u, _, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+    out = sitk.Euler3DTransform()
+    out.SetCenter([float(c) for c in a.GetCenter()] if hasattr(a, "GetCenter") else [0.0, 0.0, 0.0])
+    out.SetMatrix([float(x) for x in rot.reshape(-1)])
+    c = np.array(out.GetCenter())
+    # x -> R (x - c) + c + t must send pc to tc
+    out.SetTranslation([float(x) for x in (tc - rot @ (pc - c) - c)])
+    return out
 
 
 def _simplex_rigid(runner: "_Runner", fixed_img, moving_img, start) -> sitk.Euler3DTransform:
     """Rigid Nelder-Mead (Amoeba) search from ``start`` at full resolution: uses metric values only."""
-    r = runner.method(float(runner.s.sampling_percentage[-1]))
+    r = runner.method(float(runner.s.sampling_percentage[-1]), image=fixed_img)
     r.SetOptimizerAsAmoeba(simplexDelta=1.0, numberOfIterations=200)
     r.SetOptimizerScales([50.0, 50.0, 50.0, 1.0, 1.0, 1.0])  # 1 unit = 1/50 rad (~1.1 deg) or 1 mm
     r.SetInitialTransform(sitk.Euler3DTransform(start), inPlace=False)
