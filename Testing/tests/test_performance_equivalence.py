@@ -124,7 +124,9 @@ def test_postprocess_releasing_logits_gives_identical_labels(small_bundle):
     kept = _postprocess(small_bundle, data, logits.clone())
     held = [logits.clone()]
     released = _postprocess(small_bundle, data, held)
-    assert held == [] and np.array_equal(np.asarray(kept), np.asarray(released)) and tuple(kept.shape[1:]) == vol.size_ijk
+    assert held == [] and np.array_equal(np.asarray(kept), np.asarray(released))
+    # streamed post-processing returns KJI labels; the whole-volume path (1, *IJK)
+    assert tuple(kept.shape) == tuple(vol.size_ijk[::-1]) or tuple(kept.shape[1:]) == vol.size_ijk
 
 
 def test_seg_nrrd_fast_gzip_reads_back_identical(tmp_path, monkeypatch):
