@@ -199,11 +199,8 @@ def train(data_root, out_dir, iterations: int = 2000, batch_size: int = 6, lr: f
 
 
 def write_bundle(out_dir, state_dict: dict, info: dict, metrics: dict = None, filters=FILTERS) -> Path:
-    out = Path(out_dir)
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "docs").mkdir(parents=True, exist_ok=True)
-    (out / "configs" / "inference.json").write_text(json.dumps(inference_config(filters), indent=2))
+    from MedAILib.models.bundle_writer import write_bundle as write
+
     meta = {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": "0.1.0",
@@ -236,13 +233,10 @@ def write_bundle(out_dir, state_dict: dict, info: dict, metrics: dict = None, fi
                                  "is_patch_data": True, "channel_def": {"0": "background", "1": LABEL_NAME}}}},
         "training": info,
     }
-    (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
-    torch.save(state_dict, out / "models" / "model.pt")
-    (out / "LICENSE").write_text(
+    return write(out_dir, inference_config(filters), meta, state_dict, license_text=(
         "Weights (models/model.pt): trained on the Sunnybrook Cardiac Data, released under CC0 1.0 Universal; "
         "the authors ask for a citation: Radau P. et al., The MIDAS Journal (2009), http://hdl.handle.net/10380/3070.\n"
-        "Configs: Apache-2.0 (MedAI).\n")
-    return out
+        "Configs: Apache-2.0 (MedAI).\n"))
 
 
 def main(argv=None) -> int:
