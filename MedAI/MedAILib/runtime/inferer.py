@@ -28,8 +28,8 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
-def count_windows(inferer, spatial_shape) -> Optional[int]:
-    """Number of predictor calls the sliding-window inferer will make (None for other inferers)."""
+def window_total(inferer, spatial_shape) -> Optional[int]:
+    """Number of windows the sliding-window inferer cuts from ``spatial_shape`` (None for other inferers)."""
     from monai.data.utils import dense_patch_slices
     from monai.inferers import SlidingWindowInferer
     from monai.inferers.utils import _get_scan_interval
@@ -41,8 +41,13 @@ def count_windows(inferer, spatial_shape) -> Optional[int]:
     padded = [max(s, r) for s, r in zip(spatial_shape, roi)]
     overlap = ensure_tuple_rep(inferer.overlap, len(spatial_shape))
     scan = _get_scan_interval(padded, roi, len(spatial_shape), overlap)
-    n = len(dense_patch_slices(padded, roi, scan))
-    return math.ceil(n / max(1, int(inferer.sw_batch_size)))
+    return len(dense_patch_slices(padded, roi, scan))
+
+
+def count_windows(inferer, spatial_shape) -> Optional[int]:
+    """Number of predictor calls the sliding-window inferer will make (None for other inferers)."""
+    n = window_total(inferer, spatial_shape)
+    return None if n is None else math.ceil(n / max(1, int(inferer.sw_batch_size)))
 
 
 def fallback_plan(device: torch.device, sw_batch_size: int) -> list:

@@ -14,6 +14,8 @@ from scipy import ndimage
 
 from MedAILib.core.volume import Volume
 
+SLAB_VOXELS = 1 << 20  # voxels per slab of slices (its int64 labels, int32 copy and float64 weights)
+
 
 def segment_statistics(labelmap: Volume, images: Optional[Sequence[Volume]] = None,
                        image_names: Optional[Sequence[str]] = None) -> list:
@@ -22,23 +24,33 @@ def segment_statistics(labelmap: Volume, images: Optional[Sequence[Volume]] = No
     image on another grid is skipped, and its intensity fields say why."""
     arr = np.asarray(labelmap.array)
     table = labelmap.label_table()
-    values = sorted(set(table) | {int(v) for v in np.unique(arr) if v != 0})
     voxel_ml = float(np.prod(labelmap.spacing)) / 1000.0
     images = list(images or [])
     names = list(image_names or [f"input_{i + 1}" for i in range(len(images))])
-    # One pass of find_objects gives every label's bounding box; bincount gives counts and sums.
-    flat = arr.astype(np.int64, copy=False).ravel()
-    top = int(flat.max(initial=0))
-    counts = np.bincount(flat, minlength=top + 1)
-    boxes = ndimage.find_objects(arr.astype(np.int32, copy=False), max_label=top) if top > 0 else []
-    sums = []
-    for img in images:
-        if img.array.shape[:3] != arr.shape[:3] or not img.same_grid(labelmap, atol=1e-3):
-            sums.append(None)
-            continue
-        x = np.asarray(img.array, dtype=np.float64).ravel()
-        sums.append((np.bincount(flat, weights=x, minlength=top + 1),
-                     np.bincount(flat, weights=x * x, minlength=top + 1)))
+    # find_objects gives every label's bounding box; bincount gives counts and sums. Both run over
+    # slabs of slices: whole-volume int64/float64 copies were ~2 GB at CT size (issue 18).
+    top = int(arr.max(initial=0))
+    counts = np.zeros(top + 1, dtype=np.int64)
+    boxes = [None] * top
+    sums = [(np.zeros(top + 1), np.zeros(top + 1))
+            if img.array.shape[:3] == arr.shape[:3] and img.same_grid(labelmap, atol=1e-3) else None for img in images]
+    step = max(1, SLAB_VOXELS // max(1, int(np.prod(arr.shape[1:3]))))
+    for k0 in range(0, arr.shape[0], step):
+        part = arr[k0:k0 + step]
+        flat = part.astype(np.int64, copy=False).ravel()
+        counts += np.bincount(flat, minlength=top + 1)
+        for v, sl in enumerate(ndimage.find_objects(part.astype(np.int32, copy=False), max_label=top) if top else []):
+            if sl is not None:
+                sl = (slice(sl[0].start + k0, sl[0].stop + k0),) + tuple(sl[1:3])
+                old = boxes[v]
+                boxes[v] = sl if old is None else tuple(slice(min(a.start, b.start), max(a.stop, b.stop))
+                                                        for a, b in zip(old, sl))
+        for img, s in zip(images, sums):
+            if s is not None:
+                x = np.asarray(img.array[k0:k0 + step], dtype=np.float64).ravel()
+                s[0][:] += np.bincount(flat, weights=x, minlength=top + 1)
+                s[1][:] += np.bincount(flat, weights=x * x, minlength=top + 1)
+    values = sorted(set(table) | {int(v) for v in np.flatnonzero(counts) if v != 0})  # np.unique: a sorted copy
     rows = []
     for v in values:
         n = int(counts[v]) if 0 <= v <= top else 0
