@@ -3,7 +3,6 @@ user catalogue. Nothing else in MedAILib decides where these live."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -59,11 +58,9 @@ def remove_tree_in_cache(path) -> None:
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+    from MedAILib.models.checksums import digest_file
+
+    return digest_file(path, "sha256", chunk)
 
 
 # Names a model's downloaded archive can have (download.archive_path) and their partial downloads.

@@ -18,23 +18,17 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
-def physical_memory_bytes() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return 16 << 30
-
-
 def default_cache_bytes() -> int:
-    """A quarter of the computer's memory, at most 8 GiB."""
-    return min(physical_memory_bytes() // 4, 8 << 30)
+    """A quarter of the computer's memory, at most 8 GiB (4 GiB when the memory is unknown)."""
+    from MedAILib.core.limits import physical_memory_bytes
+
+    return min((physical_memory_bytes() or 16 << 30) // 4, 8 << 30)
 
 
 def _fingerprint(folder: Path) -> tuple:
