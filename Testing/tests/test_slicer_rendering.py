@@ -36,6 +36,11 @@ def test_rendered_result_sits_on_the_reference_structure(slicer, data_dir):
                                                       timeout=300).outputSegmentation
     truth = slicer.util.loadLabelVolume(str(folder / "labelsTr" / f"{case}.nii.gz"), {"show": False})
     reference = slicer.util.loadSegmentation(str(folder / "labelsTr" / f"{case}.nii.gz"), {"name": "reference"})
+    # Slicer gives segments read from a label file random colours: one close to the image's grey
+    # barely changes the pixels it covers (the test was flaky). Saturated colours always show.
+    segments = reference.GetSegmentation()
+    for i, colour in zip(range(segments.GetNumberOfSegments()), [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)]):
+        segments.GetNthSegment(i).SetColor(*colour)
     labels = slicer.util.arrayFromVolume(truth)
     centre = voxel_ras(truth, np.argwhere(labels > 0).mean(0))[0]
 
