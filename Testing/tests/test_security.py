@@ -457,3 +457,20 @@ def test_log_lines_are_redacted(monkeypatch):
     finally:
         logger.removeHandler(handler)
     assert "https://***@mirror.example/m.zip" in stream.getvalue() and "S3cretPW" not in stream.getvalue()
+
+
+def test_events_and_report_rows_are_redacted(tmp_path, monkeypatch):
+    """A credential that reaches a case's error (here: the literal password of MEDAI_MIRROR inside a
+    file name) is masked in the JSON events and in the --report, not only on stderr."""
+    from MedAILib.core import events
+
+    monkeypatch.setenv("MEDAI_MIRROR", "https://alice:S3cretPW@mirror.invalid")
+    line = events.encode("error", message="cannot reach https://bob:Hunter22@host.example/x", path="S3cretPW.nii")
+    assert "Hunter22" not in line and "S3cretPW" not in line and "***" in line
+    bad = tmp_path / "scan_S3cretPW.nii.gz"
+    bad.write_bytes(b"not a nifti at all")
+    report = tmp_path / "report.json"
+    r = medai("segment", str(bad), "-o", str(tmp_path / "out"), "--progress", "json", "--report", str(report))
+    assert r.returncode != 0
+    assert report.is_file() and "S3cretPW" not in report.read_text() and "***" in report.read_text()
+    assert "S3cretPW" not in r.stdout + r.stderr

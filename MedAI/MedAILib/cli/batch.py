@@ -512,7 +512,9 @@ class Batch:
     def _write_report(self) -> None:
         if self.report is None:
             return
-        rows = list(self.rows.values())
+        from MedAILib.core.redact import redact_obj  # no credentials in any report (issue 14)
+
+        rows = redact_obj(list(self.rows.values()))
         with atomic_output(self.report) as tmp:
             if full_suffix(self.report).lower() == ".csv":
                 columns = self.csv_columns(rows)
@@ -523,7 +525,7 @@ class Batch:
                         w.writerow(["" if (v := get(r)) is None else v for _, get in columns])
             else:
                 Path(tmp).write_text(json.dumps(
-                    {"command": self.command, "status": self.status, "error": self.error,
+                    {"command": self.command, "status": self.status, "error": redact_obj(self.error),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self._started)),
                      "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "cases": rows},
                     indent=2, default=events._plain))

@@ -64,7 +64,9 @@ def encode(event: str, **fields) -> str:
     """One protocol line (no newline)."""
     if event not in NAMES:
         raise ValueError(f"unknown event {event!r}: add it to MedAILib.core.events")
-    return json.dumps({"event": event, **fields}, default=_plain)
+    from MedAILib.core.redact import redact_obj  # no credentials in any event (issue 14)
+
+    return json.dumps(redact_obj({"event": event, **fields}), default=_plain)
 
 
 def emit(event: str, stream=None, **fields) -> None:
