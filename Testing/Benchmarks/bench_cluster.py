@@ -1,6 +1,8 @@
 """Cohorts on Dask (issue 18): ``medai segment`` on real hippocampus cases in one process, then with
 ``--cluster local:1`` and ``--cluster local:2``; labels compared voxel by voxel with the one-process
-run; throughput from 1 to 2 workers.
+run; throughput from 1 to 2 workers; and whether each worker keeps its model loaded between cases (the
+cases submitted to a scheduler the benchmark starts itself, ``--cluster tcp://...``, then each worker's
+bundle cache asked how often it loaded the model).
 
 Each run is a fresh ``medai`` process (the shipped hippocampus model, CPU). Reported per run: wall
 time of the whole command (start-up, cluster start, workers importing torch/MONAI, all cases) and the
@@ -77,7 +79,35 @@ def same_labels(a: Path, b: Path) -> dict:
             "missing": sorted(set(names) ^ set(other))}
 
 
-def run_section(work: Path, n_cases: int = 20, threads: int = 0) -> dict:
+def warm_model_check(files, work: Path, env: dict, n_workers: int = 2) -> dict:
+    """The cases on a scheduler started here (``--cluster tcp://``); then each worker's bundle cache:
+    how many times it loaded the model and how many cases it served from the loaded one."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           env={k: env[k] for k in ("MEDAI_HOME", "PYTHONPATH", "OMP_NUM_THREADS") if k in env})
+    client = Client(cluster)
+    try:
+        run = run_medai(files, work / "warm_tcp", env, cluster.scheduler_address)
+
+        def cache_stats():
+            import MedAILib.models.bundle as bundle_mod
+
+            c = bundle_mod.bundle_cache
+            return None if c is None else {"loads": c.misses, "hits": c.hits}
+
+        stats = client.run(cache_stats)
+    finally:
+        client.close()
+        cluster.close()
+    loads = [s["loads"] if s else None for s in stats.values()]
+    hits = [s["hits"] if s else None for s in stats.values()]
+    return {"workers": len(stats), "loads_per_worker": loads, "cache_hits_per_worker": hits, "cases": len(files),
+            "wall_s": run["wall_s"], "loaded_once_per_worker": all(x == 1 for x in loads),
+            "every_case_accounted": sum(x or 0 for x in loads) + sum(x or 0 for x in hits) == len(files)}
+
+
+def run_section(work: Path, n_cases: int = 20, threads: int = 0, warm: bool = True) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     files = hippocampus_cases(n_cases)
     env = dict(os.environ, MEDAI_HOME=str(work / "medai-home"), PYTHONWARNINGS="ignore")
@@ -90,11 +120,12 @@ def run_section(work: Path, n_cases: int = 20, threads: int = 0) -> dict:
     checks = {name: same_labels(work / "one_process", work / name.replace(":", "_"))
               for name in ("local:1", "local:2")}
     one, two = runs["local:1"], runs["local:2"]
+    warm = warm_model_check(files, work, env) if warm else None
     scaling = {"steady": (two["steady_cases_per_s"] / one["steady_cases_per_s"]
                           if two["steady_cases_per_s"] and one["steady_cases_per_s"] else None),
                "overall": two["cases_per_s_overall"] / one["cases_per_s_overall"]}
     return {"cases": n_cases, "cpu_count": os.cpu_count(), "runs": runs, "labels_vs_one_process": checks,
-            "scaling_1_to_2_workers": scaling,
+            "scaling_1_to_2_workers": scaling, "model_kept_loaded": warm,
             "note": "fresh medai process per run (shipped hippocampus model, CPU); wall = whole command incl. start-up, "
                     "cluster start and workers' imports; steady = cases/s between the first and last finished case; "
                     "local:N uses N worker processes with cpu_count/N torch threads each."}
@@ -114,6 +145,12 @@ def markdown(o: dict) -> list:
     s = o["scaling_1_to_2_workers"]
     steady = f"{s['steady']:.2f}x" if s["steady"] else "n/a"
     L.append(f"\nThroughput 1 -> 2 workers: **{steady}** steady, {s['overall']:.2f}x overall (start-up included).\n")
+    w = o.get("model_kept_loaded")
+    if w:
+        L.append(f"Model kept loaded between cases ({w['cases']} cases on {w['workers']} workers of a scheduler "
+                 f"started by the benchmark, --cluster tcp://...): model loads per worker {w['loads_per_worker']}, "
+                 f"cases served by the already loaded model {w['cache_hits_per_worker']} -> loaded once per worker: "
+                 f"**{'yes' if w['loaded_once_per_worker'] else 'NO'}**.\n")
     L.append(o["note"] + "\n")
     return L
 

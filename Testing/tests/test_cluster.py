@@ -134,12 +134,42 @@ def test_local_cluster_gives_the_single_process_labels_and_reports_a_failing_cas
     assert sorted(rows) == ["broken", "case_00", "case_01", "case_02", "case_03"]
     assert rows["broken"]["status"] == "failed" and "broken" in rows["broken"]["error"]
     assert all(rows[f"case_0{i}"]["status"] == "ok" and rows[f"case_0{i}"]["worker"] for i in range(4))
+    assert all(rows[f"case_0{i}"]["output"] == str(tmp_path / "cluster" / f"case_0{i}.seg.nrrd") for i in range(4))
     assert json.loads(report.read_text())["status"] == "partial"
     a, b = _labels(tmp_path / "single"), _labels(tmp_path / "cluster")
     assert sorted(a) == sorted(b) == [f"case_0{i}.seg.nrrd" for i in range(4)]
     assert all(np.array_equal(a[k], b[k]) for k in a) and any(np.count_nonzero(v) for v in a.values())
     assert "5/5 cases done" in run.stderr and "cases done, about" in run.stderr  # done / total, time left
     assert "case_02: done" in run.stderr and "INFO" not in run.stderr
+
+
+def _cache_stats():
+    import MedAILib.models.bundle as bundle_mod
+
+    c = bundle_mod.bundle_cache
+    return {"pid": os.getpid(), "loads": c.misses if c else 0, "hits": c.hits if c else 0}
+
+
+def test_each_worker_loads_the_model_once_and_keeps_it_for_its_next_cases(tmp_path, bundle, shared_cluster):
+    cluster, client = shared_cluster
+    client.wait_for_workers(2, timeout=120)
+    before = client.run(_cache_stats)
+    n = 5
+    report = tmp_path / "r.json"
+    run = _medai(["segment", _cases(tmp_path / "in", n), "-o", tmp_path / "out", "--model", bundle, "--trust",
+                  bundle, "--device", "cpu", "--progress", "none", "--report", report, "--cluster",
+                  cluster.scheduler_address], tmp_path, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    after = client.run(_cache_stats)
+    rows = _report_rows(report)
+    assert len(rows) == n and all(r["status"] == "ok" for r in rows)
+    for address, a in after.items():
+        b = before.get(address, {"loads": 0, "hits": 0})
+        ran = sum(1 for r in rows if r["worker_pid"] == a["pid"])
+        loads, hits = a["loads"] - b["loads"], a["hits"] - b["hits"]
+        assert loads + hits == ran, (address, loads, hits, ran)  # each case asked the cache once
+        assert loads == (1 if ran and b["loads"] == 0 else 0), (address, loads, ran)  # loaded once per worker
+    assert sum(a["hits"] - before.get(k, {"hits": 0})["hits"] for k, a in after.items()) >= n - 2
 
 
 def test_a_worker_killed_mid_run_has_its_cases_finished_elsewhere(tmp_path, bundle, shared_cluster):
@@ -264,3 +294,13 @@ def test_the_documented_jobqueue_script_starts_a_cluster_medai_can_use(tmp_path,
             server.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_the_slurm_example_script_is_valid_bash_and_names_what_is_missing(tmp_path):
+    """docs/examples/slurm_cohort.sh (run end to end with KIND=local by hand, docs/cluster.md): valid
+    bash, and without COHORT it stops at once saying so, before anything starts."""
+    script = REPO / "docs" / "examples" / "slurm_cohort.sh"
+    assert subprocess.run(["bash", "-n", script], capture_output=True).returncode == 0
+    env = {k: v for k, v in _env(tmp_path).items() if k not in ("COHORT", "OUT")}
+    p = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "COHORT" in p.stderr

@@ -294,7 +294,8 @@ def process_on_cluster(batch) -> int:
                 row.update(_row_from(result, case))
                 written = [str(p) for p in case.outputs.values() if p.is_file()]
                 row.update(status=events.OK, error=None)
-                row.setdefault("output", written[0] if written else None)
+                if not row.get("output"):  # the batch's row starts with output None
+                    row["output"] = written[0] if written else None
                 row["outputs"] = written
             except StopBatch:
                 row.update(status=events.NOT_RUN, error="the command could not run on the cluster")
