@@ -149,3 +149,19 @@ def test_disk_filling_up_during_unpacking_names_the_cause_and_leaves_nothing(tmp
     assert "the disk is full: unpacking model pack mymodel.zip" in err and "internal error" not in err
     models = tmp_path / "home" / "models"
     assert not models.exists() or list(models.iterdir()) == []
+
+
+def test_dicom_series_checked_against_the_limits_before_reading(monkeypatch, data_dir):
+    """A DICOM series is measured from its first header (columns x rows x files x BitsAllocated)
+    and refused before any pixel is read, naming the series and the limit."""
+    from MedAILib.io.dicom import list_dicom_series, read_series
+
+    folder = data_dir / "tcia-brain-tumor-progression-dicom" / "PGBM-003" / "11_HCropVolume"
+    series = list_dicom_series(folder)[0]
+    n = series.columns * series.rows * len(series.files)
+    monkeypatch.setenv("MEDAI_MAX_IMAGE_VOXELS", str(n - 1))
+    with pytest.raises(InputError, match="MEDAI_MAX_IMAGE_VOXELS") as e:
+        read_series(series, folder)
+    assert "DICOM series" in str(e.value) and str(folder) in str(e.value)
+    monkeypatch.setenv("MEDAI_MAX_IMAGE_VOXELS", str(n))
+    assert read_series(series, folder).array.size == n

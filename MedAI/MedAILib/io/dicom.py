@@ -284,10 +284,33 @@ def read_dicom_series(folder, series_uid: str = None):
     return read_series(chosen, folder)
 
 
+def _check_series_size(chosen: DicomSeries, folder) -> None:
+    """The image size limits (MEDAI_MAX_IMAGE_VOXELS/_BYTES) for a series, from its first header:
+    columns x rows x files at BitsAllocated x SamplesPerPixel, before any pixel is read."""
+    from MedAILib.core.limits import check_image_size
+
+    if not (chosen.columns and chosen.rows and chosen.files):
+        return
+    bits, samples = 16, 1
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(chosen.files[0])
+    try:
+        reader.ReadImageInformation()
+        if reader.HasMetaDataKey("0028|0100"):
+            bits = int(reader.GetMetaData("0028|0100").strip() or 16)
+        if reader.HasMetaDataKey("0028|0002"):
+            samples = int(reader.GetMetaData("0028|0002").strip() or 1)
+    except (RuntimeError, ValueError):
+        pass  # unreadable header: the reader below names the problem
+    name = f"DICOM series {chosen.description or chosen.uid} in {folder}"
+    check_image_size(name, (chosen.columns, chosen.rows, len(chosen.files)), max(1, bits // 8) * max(1, samples))
+
+
 def read_series(chosen: DicomSeries, folder=None):
     """Read one listed DicomSeries as a Volume (slices sorted by position, spacing checked)."""
     folder = folder or chosen.folder
     _check_slice_spacing(chosen)
+    _check_series_size(chosen, folder)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(chosen.files)
     try:
