@@ -314,14 +314,11 @@ def predict(net, X, C=None, batch: int = 64) -> np.ndarray:
 
 
 def write_bundle(out, net_def: dict, state: dict, info: dict) -> None:
-    import shutil
-    import tempfile
+    """The bundle through the shared atomic writer (MedAILib.models.bundle_writer); an existing ``out``
+    is replaced (``run`` refuses one without --overwrite before training starts)."""
+    from MedAILib.models.bundle_writer import write_bundle as write_bundle_folder
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    for d in ("configs", "models", "docs"):
-        (stage / d).mkdir()
     inference = {
         "imports": ["$import torch", "$import MedAILib.tasks.classification.clinical"],
         "bundle_root": ".", "device": "$torch.device('cpu')",
@@ -330,7 +327,6 @@ def write_bundle(out, net_def: dict, state: dict, info: dict) -> None:
         "postprocessing": {"_target_": "Compose", "transforms": [{"_target_": "Activationsd", "keys": "pred",
                                                                  "softmax": True}]},
     }
-    (stage / "configs" / "inference.json").write_text(json.dumps(inference, indent=2), encoding="utf-8")
     import monai
 
     meta = {"version": "1.0.0", "monai_version": monai.__version__, "pytorch_version": torch.__version__.split("+")[0],
@@ -341,17 +337,13 @@ def write_bundle(out, net_def: dict, state: dict, info: dict) -> None:
                                                          "spatial_shape": [info["size"]] * 3}},
                                     "outputs": {"pred": {"type": "probabilities", "num_channels": len(info["classes"]),
                                                          "channel_def": {str(i): c for i, c in enumerate(info["classes"])}}}}}
-    (stage / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    (stage / "configs" / "medai.json").write_text(json.dumps(
-        {"task": "classification", "classes": {str(i): c for i, c in enumerate(info["classes"])},
-         "clinical_variables": info["variables"]}, indent=2), encoding="utf-8")
-    torch.save(state, stage / "models" / "model.pt")
-    (stage / "docs" / "training.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+    medai = {"task": "classification", "classes": {str(i): c for i, c in enumerate(info["classes"])},
+             "clinical_variables": info["variables"]}
     vars_txt = "\n".join(f"- `{s['name']}` ({s['type']}" + (f", mean {s['mean']:.3g}, sd {s['std']:.3g}" if s["type"] == "numeric"
                                                            else f", levels {', '.join(s['levels'])}")
                          + f"; missing in {s['missing_in_training']} training rows)" for s in info["variables"]) \
         or "- none (image only)"
-    (stage / "docs" / "README.md").write_text(f"""# Image + clinical variables classifier (MedAI)
+    card = f"""# Image + clinical variables classifier (MedAI)
 
 Classes: {', '.join(info['classes'])}. Trained by `{info['command']}` (seed {info['seed']}).
 
@@ -364,10 +356,10 @@ Classes: {', '.join(info['classes'])}. Trained by `{info['command']}` (seed {inf
 - test AUC: {info.get('test_auc', 'n/a')}; test ACC at P>=0.5: {info.get('test_acc', 'n/a')}.
 
 Research only; not a medical device.
-""", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    stage.rename(out)
+"""
+    write_bundle_folder(out, inference, meta, state, card=card, overwrite=True,
+                        extra_files={"configs/medai.json": medai,
+                                     "docs/training.json": json.dumps(info, indent=1, default=str)})
 
 
 # ---------------------------------------------------------------- `medai train classification-clinical`

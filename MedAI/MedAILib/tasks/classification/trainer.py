@@ -283,15 +283,16 @@ def preparation_recipe(size: int) -> dict:
 
 def write_bundle(out, state_dict, net_def: dict, size: int, card: str | None = None,
                  extra_meta: dict | None = None) -> Path:
-    """Write the MONAI bundle layout (configs/, models/model.pt, docs/, LICENSE) under ``out``."""
+    """Write the MONAI bundle layout (configs/, models/model.pt, docs/, LICENSE) under ``out`` with the
+    shared atomic writer (:func:`MedAILib.models.bundle_writer.write_bundle`). Files already in ``out``
+    that the bundle does not rewrite (``train/`` checkpoints, an earlier card) are carried over."""
+    from MedAILib.models.bundle_writer import write_bundle as write_bundle_folder
+
     out = Path(out)
-    for sub in ("configs", "models", "docs"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()  # via bytes: the zip records in the file would otherwise carry the temp name
+    buf = io.BytesIO()  # via bytes: the zip records carry a fixed name, so the checksum is reproducible
     torch.save(state_dict, buf)
-    with atomic_output(out / "models" / "model.pt") as tmp:
-        tmp.write_bytes(buf.getvalue())
-    sha = hashlib.sha256((out / "models" / "model.pt").read_bytes()).hexdigest()
+    weights = buf.getvalue()
+    sha = hashlib.sha256(weights).hexdigest()
     meta = {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": "0.1.0",
@@ -332,14 +333,20 @@ def write_bundle(out, state_dict, net_def: dict, size: int, card: str | None = N
     }
     if extra_meta:
         meta["medai"].update(extra_meta)
-    (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (out / "configs" / "medai.json").write_text(json.dumps(
-        {"task": "classification", "classes": CLASS_NAMES, "preparation": preparation_recipe(size)}, indent=2) + "\n")
-    (out / "configs" / "inference.json").write_text(json.dumps(inference_config(net_def, size), indent=2) + "\n")
-    (out / "LICENSE").write_text(LICENSE_TEXT)
+    written = {"configs/metadata.json", "configs/inference.json", "configs/medai.json", "models/model.pt", "LICENSE"}
     if card is not None:
-        (out / "docs" / "README.md").write_text(card)
-    return out
+        written.add("docs/README.md")
+    keep = {}
+    if out.is_dir():
+        for f in sorted(out.rglob("*")):
+            rel = f.relative_to(out).as_posix()
+            if f.is_file() and rel not in written:
+                keep[rel] = f
+    extra = {**keep, "configs/medai.json": {"task": "classification", "classes": CLASS_NAMES,
+                                            "preparation": preparation_recipe(size)},
+             "models/model.pt": weights}
+    return write_bundle_folder(out, inference_config(net_def, size), meta, None, card=card, license_text=LICENSE_TEXT,
+                               extra_files=extra, overwrite=True)
 
 
 def inference_config(net_def: dict, size: int) -> dict:
