@@ -1,0 +1,1 @@
+"""Self-supervised pre-training on unlabelled volumes (``medai pretrain``); see :mod:`ssl`."""
