@@ -355,6 +355,35 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError(f"Segmentation {run.status}: {run.errorText}")
         return run
 
+    def train(self, pairs, modelId, epochs=50, timeLimitMinutes=None, initModel=None, validationPairs=(),
+              outputFolder=None, extraArguments=(), wait=False, progressCallback=None, logCallback=None,
+              completedCallback=None, timeout=None):
+        """Train a segmentation model from the scene: ``pairs`` are (volume node, segmentation node)
+        tuples (segments with the same name are the same structure in every case; values 1, 2, ...
+        in order of first appearance). The engine (``medai train segmentation`` in its own process)
+        plans, trains, validates (``validationPairs``, else a held-out part of ``pairs``), writes
+        the bundle and adds it to the user catalogue as ``modelId``; ``initModel`` fine-tunes from
+        a bundle (catalogue id or folder, e.g. one made by ``medai pretrain``). ``extraArguments``
+        go to ``medai train segmentation`` as given (e.g. ``["--max-patch", 32, 32, 32]``).
+
+        ``wait=False`` returns a running ``TrainingRun`` (``poll()``, ``cancel()``; progress per
+        epoch with the validation Dice and the time left); ``wait=True`` blocks until the end and
+        raises RuntimeError on failure or cancel. Afterwards ``run.modelId`` segments with
+        :meth:`process` and ``run.validationCurve`` holds (epoch, mean validation Dice).
+        """
+        from MedAISlicerLib.tasks.training import TrainingRun
+
+        run = TrainingRun(pairs, modelId, epochs=epochs, timeLimitMinutes=timeLimitMinutes, initModel=initModel,
+                          validationPairs=validationPairs, outputFolder=outputFolder, extraArguments=extraArguments,
+                          progressCallback=progressCallback, logCallback=logCallback,
+                          completedCallback=completedCallback, enginePrefix=self.enginePrefix)
+        run.start()
+        if wait:
+            run.wait(timeout=timeout)
+            if run.status != "done":
+                raise RuntimeError(f"Training {run.status}: {run.errorText}")
+        return run
+
 
 #
 # MedAISegmentTest
