@@ -85,3 +85,28 @@ def test_valid_text_is_validated_once_invalid_text_every_time(tmp_path, monkeypa
         with pytest.raises(ModelError, match="invalid"):
             cat_mod.read_catalogue_file(path, "user")
     assert len(calls) == 3
+
+
+def test_without_jsonschema_the_list_still_loads_and_is_validated_later(tmp_path, monkeypatch):
+    """Slicer's first use, before the engine packages are installed: no jsonschema. The shipped
+    catalogue still lists its models (shape checked), a malformed one is still refused, and the
+    text is not remembered as valid (fully validated once jsonschema is there)."""
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_jsonschema(name, *a, **k):
+        if name == "jsonschema" or name.startswith("jsonschema."):
+            raise ImportError("No module named 'jsonschema'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.delitem(sys.modules, "jsonschema", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_jsonschema)
+    entries = cat_mod.read_catalogue_file(cat_mod.resources_dir() / "catalogue.json", "shipped")
+    assert len(entries) == len(_shipped_doc()["models"]) > 0
+    assert not cat_mod._VALID_DIGESTS
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"models": [{"name": "no id"}]}))
+    with pytest.raises(ModelError, match="needs a 'models' list"):
+        cat_mod.read_catalogue_file(bad, "user")

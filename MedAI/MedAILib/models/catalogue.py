@@ -139,6 +139,14 @@ def _unreadable(path: Path, why: str, origin: str) -> ModelError:
     return ModelError(f"model catalogue {path} {why}", fix)
 
 
+def _check_shape(doc, path: Path) -> None:
+    """What the entries' readers rely on, when the full schema cannot be checked."""
+    models = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in models):
+        raise ModelError(f"model catalogue {path} is invalid: it needs a 'models' list of entries with an 'id'",
+                         "fix the entry (schema: MedAILib/resources/catalogue.schema.json)")
+
+
 def read_catalogue_file(path: Path, origin: str) -> list:
     path = Path(path)
     try:
@@ -161,15 +169,21 @@ def read_catalogue_file(path: Path, origin: str) -> list:
         # schema text is not validated again (any edit of either changes the digest).
         digest = hashlib.sha256(text + b"\0" + schema_path().read_bytes()).hexdigest()
         if not _known_valid(digest):
-            # same error as jsonschema.validate (its best match), without re-checking the schema itself
-            import jsonschema
-
-            error = jsonschema.exceptions.best_match(catalogue_validator().iter_errors(doc))
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path)
-                raise ModelError(f"model catalogue {path} is invalid at {where or '(top)'}: {error.message[:300]}",
-                                 "fix the entry (schema: MedAILib/resources/catalogue.schema.json)")
-            _remember_valid(digest)
+            try:
+                import jsonschema
+            except ImportError:
+                # Slicer before its first-use install of the engine packages: the model list must
+                # still show, so check the shape only and validate fully once jsonschema is there.
+                jsonschema = None
+                _check_shape(doc, path)
+            if jsonschema is not None:
+                # same error as jsonschema.validate (its best match), without re-checking the schema itself
+                error = jsonschema.exceptions.best_match(catalogue_validator().iter_errors(doc))
+                if error is not None:
+                    where = "/".join(str(p) for p in error.absolute_path)
+                    raise ModelError(f"model catalogue {path} is invalid at {where or '(top)'}: {error.message[:300]}",
+                                     "fix the entry (schema: MedAILib/resources/catalogue.schema.json)")
+                _remember_valid(digest)
     except json.JSONDecodeError as e:
         raise _unreadable(path, f"is not valid JSON ({e})", origin) from None
     except RecursionError:
