@@ -182,7 +182,8 @@ def train_own(dl: dict, out_dir, work_dir=None, epochs: int = 50, seed: int = 0,
               modality: Optional[list] = None, memory_gb: float = 2.0, base_filters: int = 16,
               spacing: Optional[list] = None, max_patch: Optional[list] = None, label_names: Optional[dict] = None,
               channels: Optional[list] = None, threads: int = 1, command: str = "", register: bool = True,
-              model_id: Optional[str] = None, progress=None) -> dict:
+              model_id: Optional[str] = None, progress=None, synthetic_ratio: float = 0.0,
+              synthetic_model: Optional[str] = None, synthetic_count: Optional[int] = None) -> dict:
     from monai.data import CacheDataset, DataLoader
     from monai.inferers import SlidingWindowInferer
     from monai.losses import DiceCELoss
@@ -225,6 +226,10 @@ def train_own(dl: dict, out_dir, work_dir=None, epochs: int = 50, seed: int = 0,
 
     train_ds = CacheDataset(tr, train_transforms(plan, values, flips), cache_rate=1.0, num_workers=0, progress=False)
     val_ds = CacheDataset(va, val_transforms(plan, values), cache_rate=1.0, num_workers=0, progress=False)
+    syn_ds, syn_note = None, None
+    if synthetic_ratio:
+        syn_ds, syn_note = _synthetic_dataset(tr, synthetic_ratio, synthetic_model, synthetic_count, work_dir, seed,
+                                              train_transforms(plan, values, flips))
     net = build_network(net_def)
     init_report = init_weights.load_matching(net, src["state_dict"], src["ref"]) if src else None
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -264,8 +269,13 @@ def train_own(dl: dict, out_dir, work_dir=None, epochs: int = 50, seed: int = 0,
             for g in opt.param_groups:
                 g["lr"] = cur_lr
             train_ds.transform.set_random_state(seed=(seed * 100003 + epoch) % (2**32))
-            loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=0,
-                                generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+            if syn_ds is None:
+                loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=0,
+                                    generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+            else:
+                syn_ds.transform.set_random_state(seed=(seed * 100003 + epoch + 7) % (2**32))
+                loader = _mixed_loader(train_ds, syn_ds, synthetic_ratio, batch_size, steps,
+                                       seed * 100003 + epoch)
             net.train()
             losses, it = [], 0
             while it < steps:
@@ -323,12 +333,49 @@ def train_own(dl: dict, out_dir, work_dir=None, epochs: int = 50, seed: int = 0,
             "val_dice": state["best_scores"], "val_mean_dice": state["best_dice"],
             "train_seconds": round(state["elapsed_s"], 1), "commands": [c for c in state["commands"] if c],
             "init": init_report, "threads": threads,
+            "synthetic": ({"ratio": synthetic_ratio, "model": str(synthetic_model), "n_samples": len(syn_ds),
+                           "note": syn_note} if syn_ds is not None else None),
             "data": {"n_cases": len(tr) + (0 if va is tr else len(va)), "median_spacing": plan["median_spacing"],
                      "foreground_size_mm": plan["foreground_size_mm"], "modalities": plan["modalities"]}}
     write_bundle(out_dir, plan, net_def, best, info, log_path)
     if register:
         info["catalogue_id"] = register_bundle(out_dir, model_id)
     return info
+
+
+def _synthetic_dataset(tr: list, ratio: float, model, count, work_dir: Path, seed: int, transforms) -> tuple:
+    """Synthetic (image, label) cases from a label-conditioned generator (:mod:`MedAILib.tasks.augmentation`),
+    made from the TRAINING cases only, written under ``work_dir/synthetic`` and cached like real cases."""
+    from monai.data import CacheDataset
+
+    from MedAILib.tasks.augmentation.label_gan import synthesize
+
+    if not 0 < ratio < 1:
+        raise InputError(f"--synthetic-ratio {ratio}: give a fraction between 0 and 1 (e.g. 0.3)",
+                         "it is the share of training samples drawn from the synthetic cases")
+    if not model:
+        raise InputError("--synthetic-ratio needs --synthetic-model (a label-conditioned generator folder)",
+                         "train one with `python -m MedAILib.tasks.augmentation.label_gan --datalist ... --out DIR`")
+    n = int(count or max(8, 4 * len(tr)))
+    made = synthesize(model, tr, n, Path(work_dir) / "synthetic", seed=seed)
+    # the same keys as the real cases (batches mix both): the source case's entry with the new files
+    entries = [{**tr[k % len(tr)], **{key: e[key] for key in ("image", "label")},
+                **({"id": e["id"]} if "id" in tr[k % len(tr)] else {})} for k, e in enumerate(made)]
+    log.info("%d synthetic cases from %s mixed in at ratio %.2f", n, model, ratio)
+    return (CacheDataset(entries, transforms, cache_rate=1.0, num_workers=0, progress=False),
+            f"{n} synthetic cases (deformed training labels painted by the generator), drawn with probability {ratio}")
+
+
+def _mixed_loader(real_ds, syn_ds, ratio: float, batch_size: int, steps: int, seed: int):
+    """Batches where each sample is synthetic with probability ``ratio`` (real otherwise), enough for ``steps``."""
+    from monai.data import DataLoader
+    from torch.utils.data import ConcatDataset, WeightedRandomSampler
+
+    n_r, n_s = len(real_ds), len(syn_ds)
+    weights = torch.tensor([(1 - ratio) / n_r] * n_r + [ratio / n_s] * n_s, dtype=torch.double)
+    sampler = WeightedRandomSampler(weights, num_samples=steps * batch_size, replacement=True,
+                                    generator=torch.Generator().manual_seed(seed))
+    return DataLoader(ConcatDataset([real_ds, syn_ds]), batch_size=batch_size, sampler=sampler, num_workers=0)
 
 
 # ---------------------------------------------------------------- bundle
@@ -366,33 +413,14 @@ def metadata(plan: dict, info: dict) -> dict:
 
 
 def write_bundle(out_dir, plan: dict, net_def: dict, state_dict: dict, info: dict, log_path=None) -> None:
-    """Write into a staging folder and rename: a bundle folder is complete or absent."""
-    import shutil
-    import tempfile
-
+    """Through the shared atomic writer: a bundle folder is complete or absent. An existing folder is
+    replaced (the command refuses one earlier unless --overwrite)."""
+    from MedAILib.models.bundle_writer import write_bundle as shared_write_bundle
     from MedAILib.tasks.segmentation.model_card import own_data_card
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    for sub in ("configs", "models", "docs"):
-        (stage / sub).mkdir()
-    (stage / "configs" / "inference.json").write_text(
-        json.dumps(inference_config(plan, net_def, info["label_values"]), indent=2) + "\n", encoding="utf-8")
-    meta = metadata(plan, info)
-    (stage / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    torch.save(state_dict, stage / "models" / "model.pt")
-    if log_path and Path(log_path).is_file():
-        shutil.copy(log_path, stage / "docs" / "training_log.csv")
-    (stage / "docs" / "README.md").write_text(own_data_card(info), encoding="utf-8")
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-        stage.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        stage.rename(out_dir)
+    extra = {"docs/training_log.csv": Path(log_path)} if log_path and Path(log_path).is_file() else {}
+    shared_write_bundle(out_dir, inference_config(plan, net_def, info["label_values"]), metadata(plan, info),
+                        state_dict, card=own_data_card(info), extra_files=extra, overwrite=True)
 
 
 def register_bundle(out_dir, model_id: Optional[str] = None) -> str:

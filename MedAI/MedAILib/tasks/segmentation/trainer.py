@@ -529,26 +529,24 @@ def metadata(info: dict) -> dict:
 
 def write_bundle(out_dir: str | os.PathLike, net_def: dict, state_dict: dict, info: dict,
                  log_path: str | os.PathLike | None = None) -> None:
+    """Through the shared atomic writer (:mod:`MedAILib.models.bundle_writer`). Files of the training
+    run that live inside the bundle folder (the default work dir ``OUT/training``: checkpoint, log)
+    are carried over into the new folder, so ``--resume`` still finds them."""
+    from MedAILib.models.bundle_writer import write_bundle as shared_write_bundle
     from MedAILib.tasks.segmentation.model_card import model_card
 
     out_dir = Path(out_dir)
-    for sub in ("configs", "models", "docs"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "configs" / "inference.json", "w", encoding="utf-8") as f:
-        json.dump(inference_config(net_def), f, indent=2)
-        f.write("\n")
-    meta = metadata(info)
-    with open(out_dir / "configs" / "metadata.json", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
-    tmp = out_dir / "models" / "model.pt.tmp"
-    torch.save(state_dict, tmp)
-    os.replace(tmp, out_dir / "models" / "model.pt")
+    extra: dict = {}
+    if out_dir.is_dir():
+        for p in sorted(out_dir.rglob("*")):
+            rel = p.relative_to(out_dir)
+            if p.is_file() and rel.parts[0] not in ("configs", "models", "docs", "LICENSE"):
+                extra[rel.as_posix()] = p
     if log_path and Path(log_path).is_file():
-        (out_dir / "docs" / "training_log.csv").write_text(Path(log_path).read_text(encoding="utf-8"),
-                                                           encoding="utf-8")
-    (out_dir / "docs" / "README.md").write_text(model_card(info, meta), encoding="utf-8")
-    (out_dir / "LICENSE").write_text(LICENSE_TEXT, encoding="utf-8")
+        extra["docs/training_log.csv"] = Path(log_path)
+    meta = metadata(info)
+    shared_write_bundle(out_dir, inference_config(net_def), meta, state_dict, card=model_card(info, meta),
+                        license_text=LICENSE_TEXT, extra_files=extra, overwrite=True)
 
 
 LICENSE_TEXT = """\
@@ -588,6 +586,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     own.add_argument("--model-id", default=None, help="catalogue id (default: the --out folder's name)")
     own.add_argument("--no-register", action="store_true", help="do not add the bundle to the user catalogue")
     own.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle")
+    own.add_argument("--synthetic-ratio", type=float, default=0.0, metavar="FRACTION",
+                     help="share of training samples drawn from synthetic cases made by --synthetic-model (e.g. 0.3)")
+    own.add_argument("--synthetic-model", default=None, metavar="DIR",
+                     help="label-conditioned generator folder (python -m MedAILib.tasks.augmentation.label_gan)")
+    own.add_argument("--synthetic-count", type=int, default=None, metavar="N",
+                     help="number of synthetic cases to make (default: 4 per training case, at least 8)")
     parser.add_argument("--data", default=None, help="msd-hippocampus folder (imagesTr/, labelsTr/): the shipped model")
     parser.add_argument("--split", default=None,
                         help="split JSON with 'training' and 'validation' case ids (written if missing)")
@@ -659,6 +663,8 @@ def run_own_data(args: argparse.Namespace) -> int:
         memory_gb=args.memory_gb, base_filters=args.base_filters, spacing=args.spacing, max_patch=args.max_patch,
         label_names=names, channels=args.channels, threads=args.threads, command=command,
         register=not args.no_register, model_id=args.model_id,
+        synthetic_ratio=getattr(args, "synthetic_ratio", 0.0) or 0.0,
+        synthetic_model=getattr(args, "synthetic_model", None), synthetic_count=getattr(args, "synthetic_count", None),
         progress=lambda frac, msg, left: print(msg, file=sys.stderr, flush=True))
     print(json.dumps({"bundle": str(out), **{k: info[k] for k in ("val_dice", "val_mean_dice", "best_epoch",
                                                                    "epochs_run", "stopped", "n_train", "n_val",
