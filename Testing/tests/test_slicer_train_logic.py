@@ -85,3 +85,29 @@ def test_train_from_two_segmentation_nodes_then_segment_with_it(slicer, data_dir
     out = seg_run.outputSegmentation.GetSegmentation()
     names = {out.GetNthSegment(i).GetName() for i in range(out.GetNumberOfSegments())}
     assert names <= {"Anterior", "Posterior"}, names  # the trained label set (a tiny model may miss one)
+
+
+def test_cancel_stops_the_training_process_and_leaves_nothing(slicer, data_dir, monkeypatch, tmp_path):
+    """Cancel kills the engine's process tree (the scripted stand-in: it works for 60 s); no model is
+    added, the temporary files go, and the Logic returned at once (the GUI never waits)."""
+    import time
+
+    fake = Path(__file__).resolve().parent / "slicer_support" / "fake_engine.py"
+    monkeypatch.setenv("FAKE_MODE", "slow")
+    monkeypatch.setenv("FAKE_SECONDS", "60")
+    monkeypatch.setenv("FAKE_STARTED", str(tmp_path / "started"))
+    v, s, _ = _case(slicer, data_dir, CASES[0])
+    logic = _logic()
+    logic.enginePrefix = [sys.executable, str(fake)]
+    t0 = time.monotonic()
+    run = logic.train([(v, s)], "never_added", epochs=3)
+    assert time.monotonic() - t0 < 5 and run.running
+    while not (tmp_path / "started").exists() and time.monotonic() - t0 < 60:
+        run.poll()
+        time.sleep(0.05)
+    run.cancel()
+    assert run.status == "cancelled" and time.monotonic() - t0 < 60
+    from MedAILib.models.catalogue import load_catalogue
+
+    assert "never_added" not in load_catalogue()
+    assert list(Path(slicer.app.temporaryPath).glob("MedAITrain*")) == []
