@@ -177,3 +177,58 @@ def show_colour_overlay(background, overlay, opacity=0.5, colourTable="Warm1", c
         display.ApplyThresholdOn()
     slicer.util.setSliceViewerLayers(background=background, foreground=overlay, foregroundOpacity=float(opacity))
     return colourTableNode
+
+
+def read_report_row(path):
+    """The one case row of a ``medai ... --report`` JSON written for a single-case run (None if absent)."""
+    import json
+
+    try:
+        cases = json.loads(Path(path).read_text(encoding="utf-8")).get("cases") or []
+    except (OSError, ValueError):
+        return None
+    return cases[0] if cases else None
+
+
+# Columns of the statistics table: (title, key in a statistics row, type); intensity means follow.
+STATISTICS_COLUMNS = (("Segment", "name", str), ("Label value", "value", int), ("Voxels", "voxels", int),
+                      ("Volume (mL)", "volume_ml", float))
+
+
+def statistics_table(rows, confidence=None, name="MedAI statistics"):
+    """A vtkMRMLTableNode with one row per segment from the engine's per-segment statistics
+    (volume, mean/std intensity per input, bounding box in RAS mm) and, with test-time
+    augmentation, the per-segment confidence."""
+    inputs = []
+    for r in rows:
+        for k in (r.get("intensity") or {}):
+            if k not in inputs:
+                inputs.append(k)
+    columns = [(t, (lambda r, key=key: r.get(key)), kind) for t, key, kind in STATISTICS_COLUMNS]
+    for k in inputs:
+        for stat in ("mean", "std"):
+            columns.append((f"{k} {stat}", lambda r, k=k, stat=stat: ((r.get("intensity") or {}).get(k) or {}).get(stat),
+                            float))
+    if confidence:
+        columns.append(("Confidence", lambda r: confidence.get(r.get("name")), float))
+    for axis, label in enumerate("RAS"):
+        for end in ("min", "max"):
+            columns.append((f"{label} {end} (mm)", lambda r, axis=axis, end=end: ((r.get("bbox_ras_mm") or {}).get(end)
+                                                                                 or [None] * 3)[axis], float))
+    table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
+    t = table.GetTable()
+    arrays = []
+    for title, _, kind in columns:
+        a = vtk.vtkStringArray() if kind is str else (vtk.vtkIntArray() if kind is int else vtk.vtkDoubleArray())
+        a.SetName(title)
+        t.AddColumn(a)
+        arrays.append(a)
+    for r in rows:
+        for (_, get, kind), a in zip(columns, arrays):
+            v = get(r)
+            if kind is str:
+                a.InsertNextValue("" if v is None else str(v))
+            else:
+                a.InsertNextValue(float("nan") if v is None and kind is float else (0 if v is None else kind(v)))
+    table.Modified()
+    return table

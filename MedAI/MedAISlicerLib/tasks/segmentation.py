@@ -33,7 +33,7 @@ class SegmentationRun(EngineRun):
     def __init__(self, inputVolumes, outputSegmentation, model, structures=None, device="auto", fast=False,
                  overwrite=False, progressCallback: Optional[Callable] = None,
                  logCallback: Optional[Callable] = None, completedCallback: Optional[Callable] = None,
-                 enginePrefix=None, assumeAligned=False):
+                 enginePrefix=None, assumeAligned=False, statistics=True, uncertainty=False):
         super().__init__(progressCallback, logCallback, completedCallback, enginePrefix)
         device = check_device(device)
         model.check_input_count([v for v in inputVolumes if v is not None])
@@ -49,6 +49,12 @@ class SegmentationRun(EngineRun):
         self.structures = list(structures or [])
         self.device, self.fast, self.overwrite = device, bool(fast), bool(overwrite)
         self.assumeAligned = bool(assumeAligned)
+        # statistics: a table node of the engine's per-segment statistics (volume, intensity, box);
+        # uncertainty: test-time augmentation, its entropy volume shown over the input, and a
+        # per-segment confidence column in the table.
+        self.statistics, self.uncertainty = bool(statistics), bool(uncertainty)
+        self.statisticsTable = None
+        self.uncertaintyVolume = None
 
     def _arguments(self):
         # The caller's thread only takes views of the voxels (O(1)); the input files are written in
@@ -71,10 +77,25 @@ class SegmentationRun(EngineRun):
             args.append("--assume-aligned")
         if self.structures:
             args += ["--structures", ",".join(self.structures)]
+        self.reportPath = f"{self.tempDir}/report.json"
+        if self.statistics or self.uncertainty:
+            args += ["--report", self.reportPath]
+        if self.uncertainty:
+            args.append("--tta")
         return args, write_inputs
 
     def _import(self, result) -> None:
         self._importResult(result.outputs[0] if result.outputs else self.resultPath)
+        row = nodes.read_report_row(self.reportPath) if (self.statistics or self.uncertainty) else None
+        if row is None:
+            return
+        name = self.outputSegmentation.GetName()
+        if self.statistics and row.get("statistics"):
+            self._newOutput("statisticsTable", nodes.statistics_table(row["statistics"], row.get("segment_confidence"),
+                                                                      f"{name} statistics"))
+        if self.uncertainty and row.get("uncertainty"):
+            volume = self._newOutput("uncertaintyVolume", nodes.load_volume_file(row["uncertainty"], f"{name} uncertainty"))
+            nodes.show_colour_overlay(self.inputVolumes[0], volume, opacity=0.5, colourTable="Warm1", lowerThreshold=0.05)
 
     def _importResult(self, path):
         reference = self.inputVolumes[0]
