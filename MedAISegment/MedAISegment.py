@@ -328,8 +328,12 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
 
     def process(self, inputVolumes, outputSegmentation, modelId, structures=None, device="auto", fast=False,
                 overwrite=False, wait=False, progressCallback=None, logCallback=None, completedCallback=None,
-                catalogue=None, timeout=None, assumeAligned=False):
+                catalogue=None, timeout=None, assumeAligned=False, statistics=True, uncertainty=False):
         """Segment ``inputVolumes`` (one node per model input, in catalogue order) with ``modelId``.
+
+        ``statistics``: the run's ``statisticsTable`` (a table node: volume, intensity, box and,
+        with ``uncertainty``, confidence per segment). ``uncertainty``: test-time augmentation; the
+        entropy volume (``uncertaintyVolume``) is shown in colour over the first input.
 
         Multi-input models: the engine brings inputs on other grids onto the FIRST input's grid
         (registration, or resampling by world coordinates when ``assumeAligned``); the result is
@@ -347,7 +351,7 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
             inputVolumes = [inputVolumes]
         run = SegmentationRun(inputVolumes, outputSegmentation, find_model(modelId, catalogue), structures, device,
                               fast, overwrite, progressCallback, logCallback, completedCallback, self.enginePrefix,
-                              assumeAligned=assumeAligned)
+                              assumeAligned=assumeAligned, statistics=statistics, uncertainty=uncertainty)
         run.start()
         if wait:
             run.wait(timeout=timeout)
