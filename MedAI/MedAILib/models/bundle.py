@@ -8,7 +8,6 @@ progress, cancellation and I/O around it (see :mod:`MedAILib.runtime`, :mod:`Med
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import pickle
@@ -274,7 +273,3 @@ def resolve_model(model: Optional[str] = None, task: str = "segmentation", fast:
     folder = ensure_model(entry, allow_download=allow_download, progress=progress)
     return load_bundle(folder, entry=entry, catalogue=catalogue, fast=fast)
 
-
-def clone_inferer(inferer):
-    """A shallow copy so the memory fall-back can change sw_batch_size/devices without touching the bundle."""
-    return copy.copy(inferer)
