@@ -22,6 +22,8 @@ SUBCOMMANDS = [
     "MedAILib.tasks.fusion.command",
     "MedAILib.tasks.preprocessing.command",
     "MedAILib.tasks.sequences.command",
+    "MedAILib.tasks.detection.command",
+    "MedAILib.tasks.pretraining.command",
     "MedAILib.cli.evaluate",
     "MedAILib.cli.train",
     "MedAILib.cli.demo",
