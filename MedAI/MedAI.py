@@ -8,6 +8,8 @@ Where sections plug in (each section = one ctkCollapsibleButton in Resources/UI/
   wire it in ``MedAIWidget.setupClassifySection`` and expose it from ``MedAILogic.classify``.
 - "Convert modality": ``convertCollapsibleButton``; logic in ``MedAISlicerLib/tasks/synthesis.py``;
   wire it in ``MedAIWidget.setupConvertSection`` and expose it from ``MedAILogic.synthesize``.
+- "Detect lesions": ``detectCollapsibleButton``; logic in ``MedAISlicerLib/tasks/detection.py``;
+  wire it in ``MedAIWidget.setupDetectSection`` and expose it from ``MedAILogic.detect``.
 Keep computation out of this file: logic files translate nodes and run ``medai`` in a separate process.
 """
 
@@ -31,7 +33,8 @@ class MedAI(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["MedAI contributors (MedAI project)"]
         self.parent.helpText = _(
-            "Classify images and convert them between modalities with MedAI (MONAI) models. Segmentation "
+            "Classify images, detect lesions (boxes as ROIs with scores) and convert images between modalities "
+            "with MedAI (MONAI) models. Segmentation "
             "is in the MedAI Segment module, registration and fusion in MedAI Fusion. See "
             "<a href='https://github.com/MedAI-project/SlicerMedAI/blob/main/docs/slicer.md'>the documentation</a>.")
         self.parent.acknowledgementText = _("Built on MONAI, PyTorch, SimpleITK and 3D Slicer.")
@@ -62,6 +65,7 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = MedAILogic()
         self.setupClassifySection()
         self.setupConvertSection()
+        self.setupDetectSection()
 
     def setupClassifySection(self) -> None:
         """The "Classify" section: input volume, optional segment or ROI, model, explanation; one
@@ -215,6 +219,72 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.convertStatusLabel.text = _("Failed.")
             slicer.util.errorDisplay(_("Conversion failed."), detailedText=run.errorText)
 
+    def setupDetectSection(self) -> None:
+        """The "Detect lesions" section: input volume, detection model, minimum score, number of
+        boxes; one button that becomes Cancel while the separate ``medai detect`` process runs.
+        Each box comes back as an ROI node named with its label and score."""
+        import qt
+
+        self._detectRun = None
+        self._detectTimer = qt.QTimer()
+        self._detectTimer.setInterval(200)
+        self._detectTimer.connect("timeout()", self.onDetectPollTimer)
+        try:
+            from MedAISlicerLib.tasks.detection import detection_models
+
+            models = detection_models()
+        except Exception as e:  # a broken install must still show the module, with the reason
+            models = []
+            self.ui.detectStatusLabel.text = _("Could not read the model catalogue: {e}").format(e=e)
+        for modelId, title in models:
+            self.ui.detectModelComboBox.addItem(title, modelId)
+        self.ui.detectInputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateDetectButton)
+        self.ui.detectApplyButton.connect("clicked(bool)", self.onDetectButton)
+        self.updateDetectButton()
+
+    def updateDetectButton(self, node=None) -> None:
+        running = self._detectRun is not None and self._detectRun.running
+        ready = self.ui.detectInputSelector.currentNode() is not None and self.ui.detectModelComboBox.count > 0
+        self.ui.detectApplyButton.enabled = running or ready
+        self.ui.detectApplyButton.text = _("Cancel") if running else _("Detect")
+
+    def onDetectButton(self) -> None:
+        if self._detectRun is not None and self._detectRun.running:
+            self._detectRun.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the detection."), waitCursor=True):
+            from MedAISlicerLib.dependencies import start_after_dependencies
+
+            self.ui.detectProgressBar.value = 0
+            args = (self.ui.detectInputSelector.currentNode(), self.ui.detectModelComboBox.currentData,
+                    self.ui.detectMinScoreSpinBox.value, int(self.ui.detectMaxBoxesSpinBox.value))
+            callbacks = {"progressCallback": self.onDetectProgress, "completedCallback": self.onDetectCompleted}
+            # First use: the engine's packages install in the background first (progress, Cancel).
+            self._detectRun = start_after_dependencies(lambda: self.logic.detect(*args, **callbacks), **callbacks)
+            self._detectTimer.start()
+        self.updateDetectButton()
+
+    def onDetectPollTimer(self) -> None:
+        if self._detectRun is not None:
+            self._detectRun.poll()  # progress and, at the end, onDetectCompleted on the GUI thread
+
+    def onDetectProgress(self, fraction, message, eta_s) -> None:
+        if fraction is not None:
+            self.ui.detectProgressBar.value = int(round(100 * fraction))
+        self.ui.detectStatusLabel.text = message + timeLeftText(eta_s)
+
+    def onDetectCompleted(self, run) -> None:
+        self._detectTimer.stop()
+        self.updateDetectButton()
+        if run.status == "done":
+            self.ui.detectProgressBar.value = 100
+            self.ui.detectStatusLabel.text = getattr(run, "resultText", "") or _("Done.")
+        elif run.status == "cancelled":
+            self.ui.detectStatusLabel.text = _("Cancelled.")
+        else:
+            self.ui.detectStatusLabel.text = _("Failed.")
+            slicer.util.errorDisplay(_("Detection failed."), detailedText=run.errorText)
+
     def cleanup(self) -> None:
         self.removeObservers()
 
@@ -250,6 +320,18 @@ class MedAILogic(ScriptedLoadableModuleLogic):
         return classify(inputVolume, modelId, segmentationNode, segmentId, roiNode, explain, tableNode, device,
                         wait=wait, enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
 
+    def detect(self, inputVolume, modelId=None, minScore=None, maxBoxes=10, device="auto", wait=False, **callbacks):
+        """Detect lesions in ``inputVolume`` in a separate ``medai detect`` process (``monai.apps.detection``
+        RetinaNet: anchors, box coder, NMS). ``modelId`` is a catalogue id or a (trusted) bundle folder;
+        ``minScore`` None keeps the model's own threshold; at most ``maxBoxes`` boxes. Each box becomes a
+        markups ROI node (centre and size in RAS mm) named with its label and score. The returned run has
+        ``status``, ``boxes`` (the engine's table), ``roiNodes``, ``resultText``.
+        """
+        from MedAISlicerLib.tasks.detection import DEFAULT_MODEL, detect
+
+        return detect(inputVolume, modelId or DEFAULT_MODEL, minScore, maxBoxes, device, wait=wait,
+                      enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
+
     def engineVersion(self) -> str:
         import MedAILib
 
@@ -267,6 +349,8 @@ class MedAITest(ScriptedLoadableModuleTest):
         self.test_convert_modality()
         self.setUp()
         self.test_classify()
+        self.setUp()
+        self.test_detect()
 
     def test_engine_and_catalogue_load(self):
         """The shipped engine imports inside Slicer and its model catalogue is readable."""
@@ -343,3 +427,32 @@ class MedAITest(ScriptedLoadableModuleTest):
         run.heatmapVolume.GetIJKToRASMatrix(b)
         self.assertTrue(np.allclose(slicer.util.arrayFromVTKMatrix(a), slicer.util.arrayFromVTKMatrix(b)))
         self.delayDisplay("Result: " + run.resultText)
+
+    def test_detect(self):
+        """Detect with the shipped lung-nodule RetinaNet the way a user would (separate process) on a
+        chest-CT-like volume (air, body, lungs, a 30 mm soft-tissue ball in one lung, 20 HU noise); each box must come
+        back as an ROI node at the box's RAS centre, named with its score."""
+        import numpy as np
+
+        k, j, i = np.mgrid[0:12, 0:160, 0:160].astype(np.float32)
+        body = ((i - 80) / 75) ** 2 + ((j - 80) / 60) ** 2 <= 1
+        lung = (((i - 50) / 25) ** 2 + ((j - 80) / 40) ** 2 <= 1) | (((i - 110) / 25) ** 2 + ((j - 80) / 40) ** 2 <= 1)
+        ball = ((i - 110) * 0.8) ** 2 + ((j - 95) * 0.8) ** 2 + ((k - 6) * 2.5) ** 2 <= 15 ** 2
+        image = np.full(k.shape, -1000.0, np.float32)
+        image[body] = 40.0
+        image[lung] = -850.0
+        image[ball] = 30.0
+        image += np.random.default_rng(0).normal(0.0, 20.0, image.shape).astype(np.float32)  # CT noise
+        volume = slicer.util.addVolumeFromArray(image, np.diag([0.8, 0.8, 2.5, 1.0]), "chest CT", "vtkMRMLScalarVolumeNode")
+        self.delayDisplay("Detecting with lidc_nodule_retinanet_tiny")
+        run = MedAILogic().detect(volume, "lidc_nodule_retinanet_tiny", minScore=0.0, maxBoxes=3, device="cpu",
+                                  wait=True)
+        self.assertEqual(run.status, "done", run.errorText)
+        self.assertEqual(len(run.roiNodes), len(run.boxes))
+        self.assertTrue(0 < len(run.boxes) <= 3)
+        for roi, box in zip(run.roiNodes, run.boxes):
+            centre = [0.0, 0.0, 0.0]
+            roi.GetCenter(centre)
+            self.assertTrue(np.allclose(centre, box["center_ras_mm"], atol=1e-3))
+            self.assertEqual(roi.GetName(), f"{box['label']} {box['score']:.2f}")
+        self.delayDisplay("Detection: " + run.resultText)
