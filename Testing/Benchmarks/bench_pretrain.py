@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parents[2]
 
 
 def medai(args, env, log):
-    cmd = [sys.executable, "-m", "MedAILib.cli", *map(str, args)]
+    # `medai pretrain` through its module, so the script runs before the command is registered too
+    head = ["-m", "MedAILib.tasks.pretraining.command"] if args[0] == "pretrain" else ["-m", "MedAILib.cli", args[0]]
+    cmd = [sys.executable, *head, *map(str, args[1:])]
     with open(log, "w") as f:
         subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
 
