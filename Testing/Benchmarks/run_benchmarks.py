@@ -15,6 +15,10 @@ interleaved, in the same run):
 - gpu       mixed precision on/off and window batch sizes, when CUDA is present.
 - warm      what a click costs with the warm engine (medai serve) through the Slicer Logic, 20 clicks vs
             one batch, one-shot medai vs MONAI's runner as whole processes (bench_warm_engine.py).
+- memory    clinical size (512x512x300 CT, Model Zoo spleen configs): medai vs MONAI's runner, whole-process
+            peak memory and time, labels compared; the memory estimate vs the measured peak at three sizes
+            (bench_memory.py).
+- cluster   20 real hippocampus cases: one process vs --cluster local:1 / local:2 (bench_cluster.py).
 
 Writes ``bench.json`` and ``bench.md`` to ``--out`` (default runs/bench/). ``--quick`` is a smoke
 run (< 1 min, tiny sizes, one repeat): it checks that everything runs, not how fast.
@@ -36,7 +40,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_support as bs  # noqa: E402
 
-SECTIONS = ("overhead", "monai", "scale", "slicer", "gpu", "warm")
+SECTIONS = ("overhead", "monai", "scale", "slicer", "gpu", "warm", "memory", "cluster")
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -414,6 +418,25 @@ def section_gpu(ctx: Context) -> dict:
     return {"device": torch.cuda.get_device_name(0), "bundle": info, "rows": rows}
 
 
+def section_memory(ctx: Context) -> dict:
+    """Clinical size, side by side with MONAI's runner, and the memory estimate (bench_memory.py, issue 18)."""
+    import bench_memory
+
+    if ctx.quick:
+        return bench_memory.run_section(ctx.work / "memory", ctx.threads, (40, 64, 64), [(40, 64, 64)], monai=False)
+    return bench_memory.run_section(ctx.work / "memory", ctx.threads, tuple(ctx.args.memory_ct_size),
+                                    [tuple(s) for s in ctx.args.memory_sizes])
+
+
+def section_cluster(ctx: Context) -> dict:
+    """Real hippocampus cases: one process vs --cluster local:1 / local:2 (bench_cluster.py, issue 18)."""
+    import bench_cluster
+
+    if ctx.quick:  # smoke: 2 cases, no separate warm-model check
+        return bench_cluster.run_section(ctx.work / "cluster", 2, warm=False)
+    return bench_cluster.run_section(ctx.work / "cluster", ctx.args.cluster_cases)
+
+
 # --- report ----------------------------------------------------------------------------------------
 
 def markdown(result: dict) -> str:
@@ -506,6 +529,14 @@ def markdown(result: dict) -> str:
         import bench_warm_engine
 
         L.append(bench_warm_engine.markdown(s["warm"]))
+    if "memory" in s and "error" not in s["memory"]:
+        import bench_memory
+
+        L += bench_memory.markdown(s["memory"])
+    if "cluster" in s and "error" not in s["cluster"]:
+        import bench_cluster
+
+        L += bench_cluster.markdown(s["cluster"])
     for name, o in s.items():
         if "error" in o:
             L.append(f"## {name}: FAILED\n\n```\n{o['error']}\n```\n")
@@ -529,6 +560,12 @@ def main(argv=None) -> int:
     p.add_argument("--scale-networks", nargs="+", default=["shipped", "segresnet"], choices=["shipped", "segresnet"])
     p.add_argument("--scale-cap", type=float, default=10.0, help="seconds of network time per scale case before "
                    "the run is stopped and extrapolated")
+    p.add_argument("--memory-ct-size", type=lambda s: tuple(int(x) for x in s.split("x")), default=(300, 512, 512),
+                   help="KxJxI of the clinical-size CT in the memory section (side by side with MONAI's runner)")
+    p.add_argument("--memory-sizes", type=lambda s: tuple(int(x) for x in s.split("x")), nargs="+",
+                   default=[(150, 256, 256), (225, 384, 384), (300, 512, 512)],
+                   help="KxJxI sizes of the memory estimate rows")
+    p.add_argument("--cluster-cases", type=int, default=20, help="real hippocampus cases in the cluster section")
     p.add_argument("--render", metavar="JSON", help="only rewrite the Markdown table of an earlier bench.json")
     args = p.parse_args(argv)
     if args.render:

@@ -277,8 +277,9 @@ def estimate_for_bundle(bundle, volume, device: str = "cpu", amp: bool = False,
 #   forward   input + model-space image + MONAI's intensity transforms on it (~3 more copies)
 #   network   input + model-space image + sliding-window output and count map + one window batch
 #   post      input + logits and their softmax (model space) + labels (1 byte/voxel) + slabs
-#   write     input + labels + the label filter's mask + the writer's copy
+#   write     input + labels + the writer's copy + the per-segment statistics' slab
 INTENSITY_COPIES = 3              # transient model-space copies of MONAI's eager intensity transforms
+STATISTICS_SLAB = 1 << 20         # voxels per slab of the per-segment statistics (int64, int32, 2 float64)
 REFUSE_MARGIN = 1.25              # refuse only beyond the estimate's error (+-25 %) ...
 MEMORY_CHECK_ENV = "MEDAI_MEMORY_CHECK"  # ... and never with MEDAI_MEMORY_CHECK=warn (or off)
 
@@ -338,8 +339,9 @@ def _rss_bytes() -> Optional[int]:
 def measure_window_bytes(network: torch.nn.Module, in_channels: int, roi_size: Sequence[int], batch: int,
                          device: str = "cpu") -> Optional[int]:
     """Memory one batch of windows really takes on ``device`` (activations, convolution workspaces,
-    the output): one forward pass on zeros, peak resident memory sampled every millisecond on the
-    CPU (``max_memory_allocated`` on CUDA). None where it cannot be measured (no /proc)."""
+    the output): two forward passes on zeros (one on CUDA), peak resident memory sampled every millisecond on the
+    CPU (``max_memory_allocated`` on CUDA), plus the sliding window's copies around a batch. None where
+    it cannot be measured (no /proc)."""
     import threading
 
     x = torch.zeros((int(batch), int(in_channels), *[int(r) for r in roi_size]))
@@ -369,15 +371,25 @@ def measure_window_bytes(network: torch.nn.Module, in_channels: int, roi_size: S
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     try:
-        with torch.inference_mode():
-            y = network(x)
-        peak[0] = max(peak[0], _rss_bytes() or 0)
-        del y
+        # Two batches, as the sliding window runs them one after the other: the allocator's pages
+        # kept from the first plus the second's are the steady peak (~10 % above one pass alone).
+        for _ in range(2):
+            with torch.inference_mode():
+                y = network(x)
+            peak[0] = max(peak[0], _rss_bytes() or 0)
+            del y
     finally:
         done.set()
         t.join()
     release_free_memory()
-    return max(0, int(peak[0] - base))
+    # MONAI's sliding window around each batch: the windows copied out of the image, and the output
+    # weighted by the importance map (two copies of the output batch)
+    out_ch = int(getattr(network, "out_channels", 0) or 2)
+    stitching = int(batch) * (int(in_channels) + 2 * out_ch) * math.prod(int(r) for r in roi_size) * 4
+    return max(0, int(peak[0] - base)) + stitching
+
+
+WINDOW_MEASURE_VERSION = 2  # how measure_window_bytes measures (2: two batches + stitching copies)
 
 
 def _window_cache_key(bundle, in_channels: int, roi, batch: int, device: str) -> Optional[str]:
@@ -390,7 +402,7 @@ def _window_cache_key(bundle, in_channels: int, roi, batch: int, device: str) ->
         parts = [str(w.resolve()), st.st_size, st.st_mtime_ns]
     except Exception:  # noqa: BLE001 - no weights file: no cache
         return None
-    parts += [type(bundle.network).__name__, in_channels, list(map(int, roi)), int(batch), device.split(":")[0],
+    parts += [WINDOW_MEASURE_VERSION, type(bundle.network).__name__, in_channels, list(map(int, roi)), int(batch), device.split(":")[0],
               torch.__version__, torch.get_num_threads(), platform.machine(), platform.processor()]
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:32]
 
@@ -463,6 +475,10 @@ def estimate_run(bundle, size_ijk: Sequence[int], ijk_to_ras, dtype, n_inputs: i
                                   target if isinstance(target, (list, tuple)) and len(target) == 3 else None)
     m = math.prod(shape)
     padded = math.prod(max(a, r) for a, r in zip(shape, roi))
+    from MedAILib.runtime.inferer import window_total
+
+    n_windows = window_total(bundle.inferer, tuple(shape))
+    sw = max(1, min(sw, n_windows)) if n_windows else sw  # a small image fills fewer windows than a batch
     if measure:
         win, source = window_batch_bytes(bundle, in_ch, roi, sw, "cpu" if device == "cpu" else device)
     else:
@@ -482,7 +498,7 @@ def estimate_run(bundle, size_ijk: Sequence[int], ijk_to_ras, dtype, n_inputs: i
         stages["forward"] = in_bytes + in_ch * n_vox * (f32 + 8) + m * 3 * 8 + in_ch * m * (8 + f32)
         stages["network"] = in_bytes + image + (sliding + win if on_cpu else 0)
         stages["post"] = in_bytes + out_ch * m * (f32 + 8) + n_vox * 3 * 8 + out_ch * n_vox * (8 + f32) + n_vox * 8
-    stages["write"] = in_bytes + 3 * n_vox
+    stages["write"] = in_bytes + 2 * n_vox + min(n_vox, STATISTICS_SLAB) * 28  # labels, writer, statistics
     device_bytes = None
     if not on_cpu:
         weights = sum(p.numel() * p.element_size() for p in bundle.network.parameters())
