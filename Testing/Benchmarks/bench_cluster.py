@@ -128,7 +128,8 @@ def run_section(work: Path, n_cases: int = 20, threads: int = 0, warm: bool = Tr
             "scaling_1_to_2_workers": scaling, "model_kept_loaded": warm,
             "note": "fresh medai process per run (shipped hippocampus model, CPU); wall = whole command incl. start-up, "
                     "cluster start and workers' imports; steady = cases/s between the first and last finished case; "
-                    "local:N uses N worker processes with cpu_count/N torch threads each."}
+                    "local:N uses N worker processes with min(cpu_count/N, OMP_NUM_THREADS) torch threads each; "
+                    "threads per process: " + (str(threads) if threads else "default") + "."}
 
 
 def markdown(o: dict) -> list:
@@ -159,11 +160,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(bs.REPO / "runs" / "bench" / "cluster"))
     p.add_argument("--cases", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process/worker (OMP_NUM_THREADS; 0: "
+                   "each run's default, i.e. cores / workers)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="medai-bench-cluster-") as tmp:
-        res = run_section(Path(tmp), args.cases)
+        res = run_section(Path(tmp), args.cases, args.threads)
     res["load_after"] = bs.load_average()
     (out / "cluster.json").write_text(json.dumps(res, indent=2))
     text = "\n".join(markdown(res))

@@ -304,3 +304,25 @@ def test_the_slurm_example_script_is_valid_bash_and_names_what_is_missing(tmp_pa
     env = {k: v for k, v in _env(tmp_path).items() if k not in ("COHORT", "OUT")}
     p = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "COHORT" in p.stderr
+
+
+def test_local_workers_take_cores_over_n_threads_capped_by_omp_num_threads(monkeypatch):
+    import distributed
+
+    import MedAILib.cli.cluster as cl
+
+    made = {}
+
+    class FakeCluster:
+        def __init__(self, **kw):
+            made.update(kw)
+
+    monkeypatch.setattr(distributed, "LocalCluster", FakeCluster)
+    monkeypatch.setattr(distributed, "Client", lambda cluster: "client")
+    monkeypatch.setattr(cl.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert cl.connect("local:2", 10)[2] == 4 and made["env"] == {"OMP_NUM_THREADS": "4"} and made["n_workers"] == 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cl.connect("local:2", 10)[2] == 1 and made["env"] == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.setenv("OMP_NUM_THREADS", "16")
+    assert cl.connect("local:4", 10)[2] == 2

@@ -207,6 +207,10 @@ def connect(spec: str, n_cases: int):
     if m:
         n = int(m.group(1) or os.cpu_count() or 1)
         threads = max(1, (os.cpu_count() or 1) // n)
+        try:  # an OMP_NUM_THREADS set by the user caps each worker's torch threads (shared machines)
+            threads = max(1, min(threads, int(os.environ.get("OMP_NUM_THREADS", ""))))
+        except ValueError:
+            pass
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                                env={"OMP_NUM_THREADS": str(threads)}, silence_logs=logging.WARNING)
         return Client(cluster), cluster, threads
