@@ -166,8 +166,8 @@ def test_temporal_smoothing(small_cine, lv_bundle, monkeypatch, tmp_path):
     assert flicker(mid) < flicker(plain)
 
 
-def _medai(args, env):
-    return subprocess.run([sys.executable, "-m", "MedAILib.cli", "segment-sequence", *map(str, args)],
+def _medai(args, env, command="segment-sequence"):
+    return subprocess.run([sys.executable, "-m", "MedAILib.cli", *([command] if command else []), *map(str, args)],
                           capture_output=True, text=True, env=env, timeout=900)
 
 
@@ -212,3 +212,28 @@ def test_cli_segment_sequence_dicom_cine_to_slicer_sequence(data_dir, lv_bundle,
     labels = read_sequence(out)
     assert labels.n_frames == 20 and labels.frames[0].size_ijk == (256, 256, 4)
     assert labels.index_unit == "ms" and np.all(np.diff(labels.index_values) > 0)
+
+
+def test_cli_segment_on_a_4d_image_segments_every_frame(small_cine, lv_bundle, tmp_path, medai_env):
+    """`medai segment` itself accepts a 4D image (issue 20.1): a 4D label file with --format nii.gz,
+    the same labels as segment-sequence; without a 4D-capable format, and mixed 3D/4D inputs, it
+    refuses with a message naming the file."""
+    env = dict(medai_env, MEDAI_HOME=str(tmp_path / "home"))
+    src = write_sequence(small_cine, tmp_path / "cine4d.nii.gz")
+    common = ["--model", lv_bundle, "--trust", lv_bundle, "--progress", "none", "--device", "cpu"]
+    out = tmp_path / "seg4d.nii.gz"
+    r = _medai(["segment", src, "-o", out, "--format", "nii.gz", *common], env, command=None)
+    assert r.returncode == 0, r.stderr
+    ref = tmp_path / "ref4d.nii.gz"
+    assert _medai([src, "-o", ref, *common], env).returncode == 0
+    got, want = read_sequence(out), read_sequence(ref)
+    assert got.n_frames == 5 and all(np.array_equal(a.array, b.array) for a, b in zip(got.frames, want.frames))
+    no_fmt = _medai(["segment", src, "-o", tmp_path / "x.seg.nrrd", *common], env, command=None)
+    assert no_fmt.returncode != 0 and "cine4d.nii.gz is 4D" in no_fmt.stderr and "--format nii.gz" in no_fmt.stderr
+    frame3d = tmp_path / "frame.nii.gz"
+    from MedAILib.io import write_image
+
+    write_image(small_cine.frames[0], frame3d)
+    mixed = _medai(["segment", src, frame3d, "-o", tmp_path / "mixed", "--format", "nii.gz", *common], env,
+                   command=None)
+    assert mixed.returncode != 0 and "other inputs are not" in mixed.stderr

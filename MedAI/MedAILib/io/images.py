@@ -32,7 +32,8 @@ def from_sitk(image: sitk.Image, **metadata) -> Volume:
     if image.GetDimension() == 4:
         raise InputError(
             f"{name} is 4D ({image.GetSize()[3]} frames, e.g. time points or b-values); MedAI works on 3D volumes",
-            "pick one frame and save it as its own 3D file (e.g. in Slicer: Sequences module, or fslsplit), then run on it",
+            "segment every frame with `medai segment IMAGE -o OUT.nii.gz --format nii.gz` (or `medai "
+            "segment-sequence`), or pick one frame and save it as its own 3D file (Slicer's Sequences module, fslsplit)",
         )
     if image.GetDimension() != 3:
         raise InputError(

@@ -89,7 +89,63 @@ def run(args) -> int:
 
         os.environ["MEDAI_MIRROR"] = args.mirror
     warnings.filterwarnings("ignore", module="monai")  # MONAI deprecation chatter is not for clinicians
+    sequence_args = _as_sequence_run(args)
+    if sequence_args is not None:  # 4D image files: every frame segmented (tasks/sequences)
+        from MedAILib.tasks.sequences.command import run as run_sequence
+
+        return run_sequence(sequence_args)
     return batch.Batch(args, "segment", csv_columns=csv_columns).execute(lambda b: _run(args, b))
+
+
+# Options of `medai segment` that `segment-sequence` has too; the others keep its defaults.
+_SEQUENCE_DEFAULTS = {"frames_per_batch": 4, "temporal_smoothing": 0.0, "not_cyclic": False, "ef_label": None}
+
+
+def _frames(path) -> str:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+        return str(reader.GetSize()[3]) if reader.GetDimension() == 4 else "several"
+    except RuntimeError:
+        return "several"
+
+
+def _as_sequence_run(args):
+    """``args`` for `medai segment-sequence` when every input is a 4D image file (more than one
+    frame), else None. A 4D label file needs ``--format nii.gz`` (or an ``-o`` ending in .nii.gz or
+    .seq.nrrd); 3D and 4D inputs in one call are refused. Folders stay `segment`'s (DICOM studies)."""
+    import argparse
+
+    from MedAILib.core.errors import InputError
+    from MedAILib.io.sequences import is_sequence_file
+
+    files = [Path(p) for p in args.inputs if Path(p).is_file()]
+    four_d = [p for p in files if is_sequence_file(p)]
+    if not four_d:
+        return None
+    if len(four_d) != len(args.inputs):
+        raise InputError(f"{four_d[0]} is 4D (a sequence of frames) but other inputs are not",
+                         "segment 4D images on their own: medai segment CINE.nii.gz -o OUT.nii.gz --format nii.gz")
+    out = str(args.output).lower()
+    fmt = "seq.nrrd" if out.endswith(".seq.nrrd") else "nii.gz" if (args.format == "nii.gz" or out.endswith(".nii.gz")) else None
+    if fmt is None:
+        raise InputError(f"{four_d[0]} is 4D ({_frames(four_d[0])} frames): its labels would be a 4D label file, "
+                         f"which --format {args.format} cannot hold",
+                         "add --format nii.gz (a 4D label file; or -o NAME.seq.nrrd for a Slicer sequence), "
+                         "or use medai segment-sequence for its options (temporal smoothing, ejection fraction)")
+    if (getattr(args, "tta", False) or getattr(args, "series", None) or getattr(args, "surfaces", None)
+            or getattr(args, "min_island_mm3", 0) or getattr(args, "fast", False)):
+        raise InputError(f"{four_d[0]} is 4D: --tta, --series, --surfaces, --min-island-mm3 and --fast apply to "
+                         "3D images only",
+                         "leave them out, or use medai segment-sequence")
+    seq = argparse.Namespace(**{k: getattr(args, k, None) for k in (
+        "inputs", "output", "model", "structures", "keep_largest", "preview", "overwrite", "resume", "report",
+        "progress", "device", "trust")}, format=fmt, series=None, **_SEQUENCE_DEFAULTS)
+    seq.trust = seq.trust or []
+    return seq
 
 
 def _run(args, b: batch.Batch) -> int:
