@@ -6,7 +6,7 @@ Data (MEDAI_DATA_DIR/msd-hippocampus, the shipped model's split.json):
                (never used in pre-training).
 Runs, in this order (each a real `medai` process, 1 torch thread):
   medai pretrain --datalist unlabelled.json --out ssl_pt --epochs 16 --steps-per-epoch 10 --batch-size 4
-                 --base-filters 20 --time-limit PRETRAIN_MIN --seed 0
+                 --base-filters 20 --time-limit PRETRAIN_MIN --seed 0 --keep all
   then three `medai train segmentation --datalist dl20.json --epochs E --val-interval 2 --seed 0 --no-register`:
     scratch  : --base-filters 20 (the same UNet 20-40-80-160 and patch 40x56x40 as the pre-trained one)
     ssl      : --init ssl_pt         (every layer but the output head from pre-training)
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     if not (work / "ssl_pt").is_dir():
         medai(["pretrain", "--datalist", work / "unlabelled.json", "--out", work / "ssl_pt", "--epochs", 16,
                "--steps-per-epoch", 10, "--batch-size", 4, "--base-filters", 20, "--time-limit", a.pretrain_minutes,
-               "--seed", 0], env, work / "pretrain.log")
+               "--seed", 0, "--keep", "all"], env, work / "pretrain.log")
     enc = work / "ssl_pt_encoder"
     if not enc.is_dir():  # the same pre-trained weights, decoder dropped
         import torch

@@ -65,7 +65,7 @@ def test_pretrain_bundle_initialises_segmentation_training(tmp_path, home, data_
     items = ssl.list_images(files=_images(data_dir))
     out = tmp_path / "pre"
     info = ssl.pretrain(items, out, epochs=2, steps_per_epoch=1, batch_size=2, base_filters=4,
-                        max_patch=[16, 16, 16], command="test")
+                        max_patch=[16, 16, 16], command="test", keep="all")
     assert info["epochs_run"] == 2 and np.isfinite(info["final_loss"])
     assert (out / "docs" / "pretrain_log.csv").read_text().count("\n") == 3
     assert trust.trust_status(out)[0]  # the user made it: trusted, so --init may load it
@@ -80,3 +80,14 @@ def test_pretrain_bundle_initialises_segmentation_training(tmp_path, home, data_
     assert rep["tensors_fresh"] > 0 and all(k.startswith("model.2.") for k in rep["fresh"])
     sd = torch.load(out / "models" / "model.pt", weights_only=True)
     torch.testing.assert_close(net.state_dict()["model.0.conv.unit0.conv.weight"], sd["model.0.conv.unit0.conv.weight"])
+    # the default keeps the encoder only: the decoder starts fresh too
+    enc = ssl.pretrain(items, tmp_path / "enc", epochs=1, steps_per_epoch=1, batch_size=2, base_filters=4,
+                       max_patch=[16, 16, 16])
+    assert enc["keep"] == "encoder"
+    sd_enc = torch.load(tmp_path / "enc" / "models" / "model.pt", weights_only=True)
+    assert set(sd_enc) == set(ssl.encoder_keys(sd)) and len(sd_enc) < len(sd)
+    net2 = build_network(init_weights.adapt_net_def(init_weights.init_source(str(tmp_path / "enc"))["net_def"], 1, 3))
+    rep2 = init_weights.load_matching(net2, sd_enc, "enc")
+    assert rep2["tensors_loaded"] == len(sd_enc) and rep2["tensors_fresh"] == len(net2.state_dict()) - len(sd_enc)
+    with pytest.raises(InputError, match="unknown --keep"):
+        ssl.pretrain(items, tmp_path / "x", keep="decoder")

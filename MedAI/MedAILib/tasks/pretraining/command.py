@@ -4,7 +4,7 @@
   medai train segmentation --datalist few_labelled.json --out my_model --init pretrained
 
 The result is a bundle (trusted, not added to the segmentation catalogue) whose UNet and window
-``--init`` adopts; every layer but the output head is loaded. See docs/training.md.
+``--init`` adopts; it holds the encoder (default) or every layer (``--keep all``). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", type=float, nargs=3, default=None)
     p.add_argument("--max-patch", type=int, nargs=3, default=None)
     p.add_argument("--modality", nargs="+", default=None)
+    p.add_argument("--keep", choices=["encoder", "all"], default="encoder",
+                   help="weights written: the encoder (default; measured better for --init) or every layer")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 
@@ -57,6 +59,7 @@ def run(args) -> int:
                         time_limit_min=args.time_limit, resume=args.resume, base_filters=args.base_filters,
                         memory_gb=args.memory_gb, spacing=args.spacing, max_patch=args.max_patch,
                         modality=args.modality, threads=args.threads, command=command, overwrite=args.overwrite,
+                        keep=args.keep,
                         progress=lambda frac, msg, left: print(msg, file=sys.stderr, flush=True))
     print(json.dumps({"bundle": str(args.out), **{k: info[k] for k in ("n_cases", "epochs_run", "stopped",
                                                                       "first_loss", "final_loss", "train_seconds")},

@@ -9,8 +9,10 @@ view. Loss = L1(reconstruction of view 1, clean patch) + ContrastiveLoss(view 1,
 
 The result is a MONAI bundle whose ``network_def`` is exactly the planned UNet (one output channel
 per input channel: the reconstruction) and whose inferer window is the planned patch, so
-``medai train segmentation --init PRETRAINED`` keeps that architecture and window and loads every
-layer but the output head. The bundle is written atomically by the shared bundle writer and trusted
+``medai train segmentation --init PRETRAINED`` keeps that architecture and window and loads the
+weights the bundle holds: the encoder (down path + bottom layer) by default, every layer but the
+output head with ``keep="all"`` (``--keep all``). The bundle is written atomically by the shared
+bundle writer and trusted
 (the user made it); it is not added to the segmentation catalogue (it segments nothing).
 """
 
@@ -154,7 +156,11 @@ def train_transforms(plan: dict):
 def pretrain(items: list, out_dir, work_dir=None, epochs: int = 20, steps_per_epoch: int = 10, batch_size: int = 4,
              lr: float = 1e-3, seed: int = 0, time_limit_min: Optional[float] = None, resume: bool = False,
              base_filters: int = 16, memory_gb: float = 2.0, spacing=None, max_patch=None, modality=None,
-             threads: int = 1, command: str = "", overwrite: bool = False, progress=None) -> dict:
+             threads: int = 1, command: str = "", overwrite: bool = False, keep: str = "encoder",
+             progress=None) -> dict:
+    """Pre-train on ``items`` and write the bundle ``out_dir``. ``keep``: "encoder" writes the down
+    path and bottom layer only (``--init`` then starts the decoder fresh: better in the measured
+    hippocampus run, docs/training.md), "all" every layer (the reconstruction head never loads)."""
     import torch
     from monai.data import CacheDataset, DataLoader
     from monai.losses import ContrastiveLoss
@@ -164,6 +170,8 @@ def pretrain(items: list, out_dir, work_dir=None, epochs: int = 20, steps_per_ep
     from MedAILib.tasks.segmentation import own_data, planning
     from MedAILib.tasks.segmentation.trainer import _lr_at, build_network
 
+    if keep not in ("encoder", "all"):
+        raise InputError(f"unknown --keep {keep!r}", "choose encoder or all")
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite and not resume:
         raise InputError(f"{out_dir} already exists", "choose another --out, or --overwrite / --resume")
@@ -246,21 +254,25 @@ def pretrain(items: list, out_dir, work_dir=None, epochs: int = 20, steps_per_ep
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "state": state}, tmp)
             os.replace(tmp, ckpt_path)
-    info = {"plan": plan, "n_cases": len(items), "epochs": epochs, "epochs_run": state["epoch"],
+    weights = net.state_dict()
+    if keep == "encoder":
+        weights = {k: weights[k] for k in encoder_keys(weights)}
+    info = {"plan": plan, "n_cases": len(items), "keep": keep, "epochs": epochs, "epochs_run": state["epoch"],
             "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": lr, "seed": seed, "stopped": stopped,
             "final_loss": state["losses"][-1] if state["losses"] else None, "first_loss":
             state["losses"][0] if state["losses"] else None, "train_seconds": round(state["elapsed_s"], 1),
             "commands": [c for c in state["commands"] if c], "threads": threads}
-    write_pretrained_bundle(out_dir, plan, net_def, net.state_dict(), info, log_path, overwrite=overwrite or resume)
+    write_pretrained_bundle(out_dir, plan, net_def, weights, info, log_path, overwrite=overwrite or resume)
     return info
 
 
 # ---------------------------------------------------------------- bundle
 
 
-def inference_config(plan: dict, net_def: dict) -> dict:
-    """A runnable bundle config: preprocessing as training saw it, the reconstruction network and the
-    window that ``--init`` adopts. Running it writes the reconstruction (useful to look at)."""
+def inference_config(plan: dict, net_def: dict, strict: bool = True) -> dict:
+    """A bundle config: preprocessing as training saw it, the reconstruction network and the window
+    that ``--init`` adopts. With all weights kept (``strict``) running it writes the reconstruction
+    (useful to look at); an encoder-only bundle is for ``--init`` only."""
     from MedAILib.tasks.segmentation.own_data import preprocessing_configs
 
     return {
@@ -278,7 +290,7 @@ def inference_config(plan: dict, net_def: dict) -> dict:
             {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "recon",
              "resample": False, "separate_folder": False}]},
         "handlers": [{"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
-                      "load_dict": {"model": "@network"}, "map_location": "@device"}],
+                      "load_dict": {"model": "@network"}, "map_location": "@device", "strict": strict}],
         "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
                       "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
                       "val_handlers": "@handlers"},
@@ -302,6 +314,7 @@ def card(info: dict) -> str:
         f"- epochs run {info['epochs_run']} of {info['epochs']} x {info['steps_per_epoch']} steps, batch "
         f"{info['batch_size']}, lr {info['lr']}, seed {info['seed']}, {info['train_seconds']} s ({info['stopped']})",
         f"- loss first epoch {info['first_loss']}, last epoch {info['final_loss']} (log: docs/pretrain_log.csv)",
+        f"- weights kept: {'encoder (down path + bottom; the decoder starts fresh)' if info['keep'] == 'encoder' else 'all layers'}",
         "- command(s): " + "; ".join(f"`{c}`" for c in info["commands"]), "",
         "Research use only; not a medical device.", ""])
 
@@ -329,11 +342,11 @@ def write_pretrained_bundle(out_dir, plan, net_def, state_dict, info, log_path=N
             "outputs": {"pred": {"type": "image", "format": "magnitude", "num_channels": plan["n_channels"],
                                  "spatial_shape": plan["patch"], "dtype": "float32", "value_range": [],
                                  "is_patch_data": True, "channel_def": {"0": "reconstruction"}}}},
-        "medai_pretraining": {k: info[k] for k in ("plan", "n_cases", "epochs", "epochs_run", "steps_per_epoch",
+        "medai_pretraining": {k: info[k] for k in ("plan", "n_cases", "keep", "epochs", "epochs_run", "steps_per_epoch",
                                                    "batch_size", "lr", "seed", "stopped", "commands")},
     }
     extra = {"docs/pretrain_log.csv": Path(log_path)} if log_path else None
-    out = write_bundle(out_dir, inference_config(plan, net_def), json.loads(json.dumps(meta, default=float)),
+    out = write_bundle(out_dir, inference_config(plan, net_def, strict=info.get("keep", "all") == "all"), json.loads(json.dumps(meta, default=float)),
                        state_dict, card=card(info), extra_files=extra, overwrite=overwrite)
     trust_mod.trust(out, reason="written by medai pretrain")
     return out
