@@ -216,19 +216,14 @@ def statistics_table(rows, confidence=None, name="MedAI statistics"):
             columns.append((f"{label} {end} (mm)", lambda r, axis=axis, end=end: ((r.get("bbox_ras_mm") or {}).get(end)
                                                                                  or [None] * 3)[axis], float))
     table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", name)
-    t = table.GetTable()
-    arrays = []
-    for title, _, kind in columns:
-        a = vtk.vtkStringArray() if kind is str else (vtk.vtkIntArray() if kind is int else vtk.vtkDoubleArray())
-        a.SetName(title)
-        t.AddColumn(a)
-        arrays.append(a)
+    for index, (title, _, kind) in enumerate(columns):
+        table.AddColumn(None if kind is str else (vtk.vtkIntArray() if kind is int else vtk.vtkDoubleArray()))
+        table.RenameColumn(index, title)
     for r in rows:
-        for (_, get, kind), a in zip(columns, arrays):
+        row = table.AddEmptyRow()
+        for index, (_, get, kind) in enumerate(columns):
             v = get(r)
-            if kind is str:
-                a.InsertNextValue("" if v is None else str(v))
-            else:
-                a.InsertNextValue(float("nan") if v is None and kind is float else (0 if v is None else kind(v)))
+            table.SetCellText(row, index, ("" if kind is str else "nan" if kind is float else "0") if v is None
+                              else str(v))
     table.Modified()
     return table

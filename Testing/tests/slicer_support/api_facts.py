@@ -24,8 +24,19 @@ from pathlib import Path
 FACTS = Path(os.environ.get("MEDAI_SLICER_API", Path(__file__).resolve().parents[4] / "shared" / "slicer-api" / "slicer-api.json"))
 
 
+# Facts this repository adds (each with its source in Slicer's headers, checked on the real wheel)
+# for classes the shared file does not record yet; the shared file wins where both have a class.
+SUPPLEMENT = Path(__file__).with_name("slicer_api_supplement.json")
+
+
 def load_facts(path=FACTS) -> dict:
-    return json.loads(Path(path).read_text())
+    facts = json.loads(Path(path).read_text())
+    extra = json.loads(SUPPLEMENT.read_text()) if SUPPLEMENT.is_file() else {}
+    for section, classes in extra.items():
+        if not section.startswith("_"):
+            for name, spec in classes.items():
+                facts.setdefault(section, {}).setdefault(name, spec)
+    return facts
 
 
 def _split_top(s: str) -> list:
