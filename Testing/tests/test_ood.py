@@ -96,3 +96,34 @@ def test_cli_json_events_and_bundle_stays_trusted(tmp_path, home, data_dir, caps
     assert (bundle / "ood" / "ood.json").is_file()
     assert trust.trust_status(bundle)[0]  # the user trusted it before and added the OOD model: still trusted
     assert main(["train", "ood", *_images(data_dir, 6), "--out", str(tmp_path / "o"), "--bundle", str(bundle)]) != 0
+
+
+def test_segment_warns_when_the_check_says_so(tmp_path, home, data_dir):
+    """The pipelines' hook: with an OOD model for hippocampus_unet (MEDAI_HOME/ood/ID) the segment
+    result carries the check's message exactly when the check says "out of distribution" (here set
+    by its threshold: two training epochs do not separate anything, bench_ood.py measures that),
+    and the labels are the same either way (the check only warns)."""
+    import os
+
+    from MedAILib.io import read_image
+    from MedAILib.models import resolve_model
+    from MedAILib.tasks.segmentation.pipeline import segment
+
+    files = _images(data_dir, 8)
+    folder = ae.user_ood_dir("hippocampus_unet")
+    ae.train_ood(files, folder, epochs=2, batch_size=4)
+    bundle, crop = resolve_model("hippocampus_unet"), read_image(files[0])
+    results = []
+    for threshold in (1e9, 0.0):
+        cfg = json.loads((folder / "ood.json").read_text())
+        cfg["threshold"] = threshold
+        (folder / "ood.json").write_text(json.dumps(cfg))
+        pt = folder / "autoencoder.pt"
+        os.utime(pt, ns=(pt.stat().st_atime_ns, pt.stat().st_mtime_ns + 1_000_000))  # reload the config
+        r = ae.check_input(None, crop, model_id="hippocampus_unet")
+        assert r["out_of_distribution"] == (threshold == 0.0)
+        result = segment([crop], bundle, device="cpu")
+        warned = [w for w in result.warnings if "unlike the model's training images" in w]
+        assert warned == ([r["message"]] if r["out_of_distribution"] else [])
+        results.append(result.labelmap.array)
+    assert np.array_equal(*results)

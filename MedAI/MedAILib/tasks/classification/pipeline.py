@@ -410,6 +410,10 @@ def classify(volume: Volume, bundle, mask: Optional[Volume] = None, roi: Optiona
         heat_vol = volume.with_array(arr, explanation=explain_method, model=bundle.name,
                                      description=f"{explain_method} heat-map for '{names[predicted]}' ({bundle.name})")
         heat_vol.labels = None
+    from MedAILib.tasks.ood import ood_warning  # autoencoder check, for models that carry one (issue 19)
+
+    if (unlike := ood_warning(bundle, volume)) is not None:
+        warnings.append(unlike)
     for w in warnings:
         progress.log(f"warning: {w}")
         messages.append(w)

@@ -5,4 +5,4 @@ bundle carries no OOD model, else a dict with the score and a warning message wh
 unlike the training images.
 """
 
-from MedAILib.tasks.ood.autoencoder import check_input, load_ood, score_volumes, train_ood  # noqa: F401
+from MedAILib.tasks.ood.autoencoder import check_input, load_ood, ood_warning, score_volumes, train_ood  # noqa: F401

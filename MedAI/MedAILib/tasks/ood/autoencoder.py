@@ -285,6 +285,14 @@ def check_input(bundle_path, image, model_id: Optional[str] = None) -> Optional[
             "message": msg}
 
 
+def ood_warning(bundle, image) -> Optional[str]:
+    """What a pipeline warns (None: the model has no OOD check, or the input resembles its
+    training images). ``bundle``: a loaded Bundle (its folder and catalogue id are looked up)."""
+    entry = getattr(bundle, "entry", None)
+    r = check_input(getattr(bundle, "path", None), image, model_id=getattr(entry, "id", None))
+    return r["message"] if r and r["out_of_distribution"] else None
+
+
 # ---------------------------------------------------------------- `medai train ood`
 
 

@@ -190,6 +190,10 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
     if len(volumes) > 1:
         volumes = _align_inputs(volumes, assume_aligned, progress)
     warnings = validate_inputs(volumes, bundle)
+    from MedAILib.tasks.ood import ood_warning  # autoencoder check, for models that carry one (issue 19)
+
+    if (unlike := ood_warning(bundle, volumes[0])) is not None:
+        warnings.append(unlike)
     for w in warnings:
         progress.log(f"warning: {w}")
     label_infos = bundle.labels
