@@ -83,10 +83,22 @@ def main(argv=None) -> int:
                                       seed=a.seed, steps_per_epoch=a.steps, val_interval=2, register=False,
                                       threads=1,
                                       synthetic_ratio=ratio, synthetic_model=str(gen) if ratio else None)
+        per_case = [evaluate_bundle(out, [entry(c)])["mean"] for c in eval_ids]
         scores = evaluate_bundle(out, [entry(c) for c in eval_ids])
-        results[name] = {"eval_dice": scores, "best_epoch": info["best_epoch"],
+        results[name] = {"eval_dice": scores, "per_case_mean_dice": per_case, "best_epoch": info["best_epoch"],
                          "selection_dice": round(info["val_mean_dice"], 4), "seconds": round(time.time() - t, 1)}
         print(name, json.dumps(results[name]), flush=True)
+    import numpy as np
+
+    a_, b_ = (np.asarray(results[k]["per_case_mean_dice"]) for k in list(results)[-2:])
+    diff = b_ - a_
+    rng = np.random.default_rng(0)
+    boot = [float(diff[rng.integers(0, len(diff), len(diff))].mean()) for _ in range(5000)]
+    results["paired"] = {"mean_difference": round(float(diff.mean()), 4),
+                         "bootstrap_95ci": [round(float(np.percentile(boot, 2.5)), 4),
+                                            round(float(np.percentile(boot, 97.5)), 4)],
+                         "cases_better": int((diff > 0).sum()), "cases_worse": int((diff < 0).sum())}
+    print("paired (synthetic - real only):", json.dumps(results["paired"]), flush=True)
     results["total_seconds"] = round(time.time() - t0, 1)
     print(json.dumps(results, indent=1, default=str))
     if a.json:
