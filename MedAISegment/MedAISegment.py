@@ -62,6 +62,7 @@ class MedAISegmentParameterNode:
     device: str = "auto"
     fast: bool = False
     assumeAligned: bool = False  # multi-input: inputs on different grids share one world space
+    uncertainty: bool = False  # test-time augmentation: uncertainty overlay + confidence per segment
     structures: str = ""  # comma-separated names; empty = all
 
     def inputVolumes(self, count):
@@ -106,6 +107,14 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.selectAllStructuresButton.connect("clicked(bool)", lambda _: self.setAllStructures(True))
         self.ui.selectNoStructuresButton.connect("clicked(bool)", lambda _: self.setAllStructures(False))
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.runOnLineEdit.connect("editingFinished()", self.onRunOnChanged)
+        self.ui.tokenFileLineEdit.connect("editingFinished()", self.onRunOnChanged)
+        self.ui.trainRefreshButton.connect("clicked(bool)", lambda _: self.fillTrainSegmentations())
+        self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        from MedAISlicerLib.engine_client import settings
+
+        self.ui.runOnLineEdit.text = settings.runOn
+        self.ui.tokenFileLineEdit.text = settings.tokenFile or ""
 
         try:
             from MedAISlicerLib.models import load_models
@@ -281,7 +290,8 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             # First use: the engine's packages install in the background first (progress, Cancel).
             self._run = start_after_dependencies(lambda: self.logic.process(
                 inputs, output, model.id, structures=structures, device=p.device, fast=p.fast,
-                assumeAligned=p.assumeAligned, overwrite=overwrite, wait=False, **callbacks), **callbacks)
+                assumeAligned=p.assumeAligned, uncertainty=p.uncertainty, overwrite=overwrite, wait=False,
+                **callbacks), **callbacks)
             self._pollTimer.start()
             self.updateApplyButton()
 
@@ -311,6 +321,64 @@ class MedAISegmentWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         else:
             self.ui.progressLabel.text = _("Failed.")
             slicer.util.errorDisplay(_("Segmentation failed."), detailedText=run.errorText)
+
+
+    # --- where runs go -----------------------------------------------------------------------
+    def onRunOnChanged(self) -> None:
+        from MedAISlicerLib.engine_client import WARM, settings
+
+        with slicer.util.tryWithErrorDisplay(_("Invalid 'Run on' setting.")):
+            settings.runOn = self.ui.runOnLineEdit.text.strip() or WARM
+            settings.tokenFile = self.ui.tokenFileLineEdit.text.strip() or None
+            settings.kind  # checks the value: warm, oneshot or a server URL
+
+    # --- training from the scene ---------------------------------------------------------------
+    def fillTrainSegmentations(self) -> None:
+        self.ui.trainSegmentationsListWidget.clear()
+        for node in slicer.util.getNodesByClass("vtkMRMLSegmentationNode"):
+            item = qt.QListWidgetItem(node.GetName())
+            item.setData(qt.Qt.UserRole, node.GetID())
+            item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
+            item.setCheckState(qt.Qt.Unchecked)
+            self.ui.trainSegmentationsListWidget.addItem(item)
+
+    def onTrainButton(self) -> None:
+        if self._run is not None and self._run.running:
+            self._run.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
+            from MedAISlicerLib.tasks.training import scene_pairs
+
+            listWidget = self.ui.trainSegmentationsListWidget
+            nodes = [slicer.mrmlScene.GetNodeByID(listWidget.item(i).data(qt.Qt.UserRole))
+                     for i in range(listWidget.count) if listWidget.item(i).checkState() == qt.Qt.Checked]
+            timeLimit = self.ui.trainTimeLimitSpinBox.value
+            self.ui.logTextEdit.clear()
+            self.ui.progressBar.value = 0
+            self._run = self.logic.train(
+                scene_pairs([n for n in nodes if n is not None]), self.ui.trainModelNameLineEdit.text.strip(),
+                epochs=self.ui.trainEpochsSpinBox.value, timeLimitMinutes=timeLimit or None,
+                initModel=self.ui.trainInitLineEdit.text.strip() or None, wait=False,
+                progressCallback=self.onProgress, logCallback=self.addLog, completedCallback=self.onTrainCompleted)
+            self.ui.trainButton.text = _("Cancel training")
+            self._pollTimer.start()
+
+    def onTrainCompleted(self, run) -> None:
+        self._pollTimer.stop()
+        self.ui.trainButton.text = _("Train")
+        self.ui.trainCurveLabel.text = ", ".join(f"{e}: {d:.3f}" for e, d in run.validationCurve[-10:])
+        if run.status == "done":
+            self.ui.progressLabel.text = _("Trained: {model}").format(model=run.modelId)
+            from MedAISlicerLib.models import load_models
+
+            self._models = load_models()
+            self.onFilterChanged("")
+            self.selectModel(run.modelId)
+        elif run.status == "cancelled":
+            self.ui.progressLabel.text = _("Training cancelled.")
+        else:
+            self.ui.progressLabel.text = _("Training failed.")
+            slicer.util.errorDisplay(_("Training failed."), detailedText=run.errorText)
 
 
 #
