@@ -47,6 +47,9 @@ def main(argv=None) -> int:
 
     bundle = find_bundle(args.model)
     training = bundle.metadata.get("training", {})
+    if not (args.val_case or training.get("val_cases")):
+        sys.exit(f"{bundle.name} was trained on every subject ({training.get('train_cases')}): it has no held-out "
+                 "case. Its validation is leave-one-subject-out: Testing/Benchmarks/synthesis_loso.py")
     val_case = args.val_case or training["val_cases"][0]
     train_case = args.train_case or training["train_cases"][0]
     pairs = {pp.case: pp for pp in find_pairs(data_dir() / "tcia-brain-tumor-progression-dicom", bundle.source,

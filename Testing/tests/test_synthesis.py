@@ -71,8 +71,8 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def val_pair(data_dir, shipped):
-    case = shipped.metadata["training"]["val_cases"][0]
-    pair = {p.case: p for p in find_pairs(data_dir / TCIA, "T2", "FLAIR")}[case]
+    # a whole-head TCIA patient (thick slices, not skull-stripped): the input the seeds' clinicians give
+    pair = {p.case: p for p in find_pairs(data_dir / TCIA, "T2", "FLAIR")}["PGBM-003"]
     return pair.load()
 
 
@@ -92,12 +92,12 @@ def test_shipped_bundle_format(shipped):
     assert find_bundle("t2_to_flair_gan").path.resolve() == BUNDLE.resolve()
 
 
-def test_output_on_input_grid_and_in_distribution(val_pair, val_result):
+def test_output_on_input_grid_and_in_distribution(val_pair, val_result, shipped):
     t2 = val_pair[0]
     out = val_result.volume
     assert out.same_grid(t2, atol=1e-6) and np.array_equal(out.ijk_to_ras, t2.ijk_to_ras)
     assert out.array.dtype == np.float32 and np.isfinite(out.array).all()
-    assert out.metadata["units"].startswith("FLAIR in z-score units")
+    assert out.metadata["units"] == shipped.cfg["output_units"] and out.metadata["units"].startswith("FLAIR in")
     # Every slice is converted (no single-slice limit): the head has signal in each slice.
     mask = head_mask(t2)
     for k in range(t2.shape[0]):
@@ -207,6 +207,15 @@ def test_cli_end_to_end(tiny_bundle, medai_env, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "MAE" in text and "PSNR" in text and "SSIM" in text
     assert read_image(out).same_grid(read_image(mr))
+    # preview PNG next to the output: three rows (input, output, real target) of axial slices
+    from PIL import Image
+
+    preview = tmp_path / "sct_preview.png"
+    assert str(preview) in text and Image.open(preview).size[1] > Image.open(preview).size[0] * 0.8
+    assert main(["synthesize", str(mr), "-o", str(tmp_path / "np.nii.gz"), "--model", str(bundle),
+                 "--no-preview"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "np.nii.gz").exists() and not (tmp_path / "np_preview.png").exists()
     # `medai evaluate image` scores the written file the same way (head mask of the source).
     mae_printed = float(text.split("MAE ")[1].split()[0])
     assert main(["evaluate", "image", str(out), str(ct), "--source", str(mr), "--json"]) == 0
@@ -225,7 +234,9 @@ def test_cli_end_to_end(tiny_bundle, medai_env, tmp_path, capsys):
     # exits 3 and a failed case is a case_done with status "failed", as in `medai segment`
     assert r.returncode == 3 and "progress" in kinds
     assert [e["case"] for e in events if e["event"] == "case_done" and e["status"] == "failed"] == ["missing"]
-    assert events[-1]["event"] == "done" and len(events[-1]["outputs"]) == 1
+    # the converted image and its preview PNG (input / output) for the one case that ran
+    assert events[-1]["event"] == "done" and sorted(events[-1]["outputs"]) == sorted(
+        [str(tmp_path / "batch" / "mr_ct.nii.gz"), str(tmp_path / "batch" / "mr_ct_preview.png")])
     assert events[-1]["failed"] == ["missing"]
     assert (tmp_path / "batch" / "mr_ct.nii.gz").exists()
     assert not [p for p in (tmp_path / "batch").iterdir() if "partial" in p.name]

@@ -4,12 +4,13 @@
 section describing the model space (source/target contrast, 2.5D slice count, in-plane pixel size,
 intensity normalisations, output units). The network is built from ``network_def`` without
 evaluating any expression: only plain keyword values and a class from ``monai.networks.nets`` are
-accepted, and weights load with ``torch.load(weights_only=True)``.
+accepted, and weights load with ``torch.load(weights_only=True)``. Bundles are written by the shared
+:func:`MedAILib.models.bundle_writer.write_bundle` (see the trainer); checksums come from
+:func:`MedAILib.models.checksums.digest_file`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from MedAILib.core.paths import resources_dir
 from MedAILib.core.errors import ModelError
+from MedAILib.models.checksums import digest_file
 
 # Network classes a bundle may name (looked up in monai.networks.nets, never imported by path).
 ALLOWED_NETWORKS = {"UNet", "BasicUNet", "AttentionUnet", "SegResNet"}
@@ -48,14 +50,6 @@ def build_network(network_def: dict) -> torch.nn.Module:
         raise ModelError(f"network {target!r} is not one MedAI builds for synthesis",
                          f"use one of {sorted(ALLOWED_NETWORKS)} in configs/inference.json network_def")
     return getattr(nets, target)(**d)
-
-
-def sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class SynthesisBundle:
@@ -130,7 +124,7 @@ def find_bundle(model_id: str) -> SynthesisBundle:
         if entry.is_shipped:
             bundle = SynthesisBundle(entry.shipped_path())
             expected = entry.raw.get("sha256")
-            if expected and bundle.weights_path.exists() and sha256_of(bundle.weights_path) != expected:
+            if expected and bundle.weights_path.exists() and digest_file(bundle.weights_path) != expected:
                 raise ModelError(f"the weights of {model_id} do not match the catalogue checksum",
                                  "the installed file was changed or damaged; re-install MedAI")
             return bundle
@@ -142,27 +136,3 @@ def find_bundle(model_id: str) -> SynthesisBundle:
         return SynthesisBundle(candidate)
     raise ModelError(f"no synthesis model {model_id!r}",
                      f"give a bundle folder or a shipped model id (e.g. t2_to_flair_gan); looked in {candidate.parent}")
-
-
-def write_bundle(out_dir, network_def: dict, inferer: dict, cfg: dict, state_dict: dict, metadata: dict,
-                 training_stats: dict = None) -> Path:
-    """Write (or refresh) a bundle folder: configs, stats and weights (weights written atomically)."""
-    from MedAILib.core.atomic import atomic_output
-
-    out = Path(out_dir)
-    (out / "configs").mkdir(parents=True, exist_ok=True)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    inference = {
-        "network_def": network_def,
-        "network": "$@network_def.to(@device)",  # MONAI bundle convention; MedAI builds network_def itself
-        "device": "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')",
-        "inferer": {"_target_": "SlidingWindowInferer", **inferer},
-        "medai_synthesis": cfg,
-    }
-    with atomic_output(out / "models" / "model.pt") as tmp:
-        torch.save(state_dict, tmp)
-    (out / "configs" / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
-    (out / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    if training_stats is not None:
-        (out / "configs" / "training_stats.json").write_text(json.dumps(training_stats, indent=2) + "\n")
-    return out

@@ -7,7 +7,7 @@ import numpy as np
 from MedAILib.tasks.synthesis.metrics import image_metrics
 from MedAILib.core.volume import Volume
 from MedAILib.runtime.resample import resample_array
-from MedAILib.tasks.synthesis.preprocess import head_mask, normalise
+from MedAILib.tasks.synthesis.preprocess import mask_for, normalise
 
 
 def reference_on_grid(reference: Volume, grid: Volume) -> np.ndarray:
@@ -16,12 +16,13 @@ def reference_on_grid(reference: Volume, grid: Volume) -> np.ndarray:
 
 
 def score(pred: Volume, reference: Volume, source: Volume, target_norm: dict, mask: np.ndarray = None) -> dict:
-    """MAE/PSNR/SSIM of ``pred`` against ``reference`` inside the source's head mask.
+    """MAE/PSNR/SSIM of ``pred`` against ``reference`` inside the source's mask.
 
     The reference is brought into the prediction's units with the same normalisation the model was
-    trained with (z-score in the source's head mask for MR; unchanged HU for CT).
+    trained with, in the mask that normalisation uses (z-score in the source's head mask, or
+    1st-99th percentile in its brain mask, for MR; unchanged HU for CT).
     """
-    mask = head_mask(source) if mask is None else mask
+    mask = mask_for(source.array, target_norm) if mask is None else mask
     ref = reference_on_grid(reference, pred)
-    ref_n = normalise(ref, mask, target_norm) if target_norm.get("type", "zscore_mask") == "zscore_mask" else ref
+    ref_n = normalise(ref, mask, target_norm) if target_norm.get("type", "zscore_mask") != "linear" else ref
     return image_metrics(pred.array, ref_n, mask)

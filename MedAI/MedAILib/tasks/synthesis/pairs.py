@@ -5,7 +5,8 @@ Accepted layouts:
 - a CSV with columns ``case,source,target`` (optional ``mask``), paths relative to the CSV;
 - a folder of case folders, each holding either image files named by contrast
   (SynthRAD: ``mr.nii.gz``/``ct.nii.gz``/``mask.nii.gz``; BraTS: ``*-t2w.nii.gz``/``*-t2f.nii.gz``)
-  or DICOM series picked by their SeriesDescription (TCIA: ``T2_reg``/``FLAIR_reg``).
+  or DICOM series picked by their SeriesDescription (TCIA: ``T2_reg``/``FLAIR_reg``), or a
+  ``preprocessed/`` sub-folder holding such files (BraTS toolkit: ``<case>_t2_bet.nii.gz``, ``<case>_fla_bet.nii.gz``).
 """
 
 from __future__ import annotations
@@ -61,12 +62,18 @@ def _image_files(folder: Path) -> list:
     return sorted(p for p in folder.iterdir() if p.is_file() and full_suffix(p).lower() in SUPPORTED_IMAGE_SUFFIXES)
 
 
+# Trailing words of processed file names that do not name the contrast (``TCGA-FG-6692_t2_bet``).
+PROCESSING_SUFFIXES = {"bet", "brain", "skullstripped", "stripped", "reg", "registered", "n4"}
+
+
 def _match_file(files: list, contrast: str):
     wanted = set(names_for(contrast))
     hits = []
     for f in files:
         stem = f.name[: len(f.name) - len(full_suffix(f))]
         tokens = [_norm(t) for t in re.split(r"[-_.\s]+", stem)]
+        while len(tokens) > 1 and tokens[-1] in PROCESSING_SUFFIXES:
+            tokens = tokens[:-1]
         if _norm(stem) in wanted or (tokens and tokens[-1] in wanted):
             hits.append(f)
     return hits[0] if len(hits) == 1 else None
@@ -92,6 +99,11 @@ def pair_in_folder(folder: Path, source: str, target: str):
     s, t = _match_series(series, source), _match_series(series, target)
     if s and t:
         return Pair(folder.name, s.folder, t.folder, s.uid, t.uid)
+    pre = folder / "preprocessed"  # BraTS-toolkit layout: <case>/{native,preprocessed}/ -- use the co-registered one
+    if pre.is_dir():
+        pair = pair_in_folder(pre, source, target)
+        if pair is not None:
+            return dataclasses.replace(pair, case=folder.name)
     return None
 
 

@@ -3,7 +3,8 @@
 Model space = the input reoriented to the nearest LPS axes (a pure permutation/flip, so axial
 slices are array axis 0) and resampled **in-plane only** to the model's pixel size. Slices are kept
 where they are, so the way back is an in-plane resampling by physical position onto the input's
-own grid. Intensities are z-scored within a head/body mask computed from the source image.
+own grid. Intensities are normalised within a mask computed from the source image: z-score in the
+head/body mask (older bundles, CT) or percentile scaling in the brain mask (``percentile_brain``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,41 @@ def head_mask(volume: Volume) -> np.ndarray:
     return head_mask_array(volume.array)
 
 
+def brain_mask_array(array: np.ndarray) -> np.ndarray:
+    """Brain mask of a KJI MR array where one can be had without a skull-stripping model.
+
+    A skull-stripped image (BraTS, ``*_bet``) has a constant background that covers most of the field
+    of view (>= 30 % of the voxels equal to the minimum): the brain is everything else (holes filled
+    per slice). Otherwise (a whole head, e.g. TCIA) this is the Otsu head mask of
+    :func:`head_mask_array` -- it includes scalp and skull, which callers must say when they report it.
+    """
+    a = np.asarray(array, dtype=np.float32)
+    if a.size and float(np.mean(a == a.min())) >= 0.30:
+        fg = a > a.min()
+        out = np.zeros_like(fg)
+        for k in range(fg.shape[0]):
+            out[k] = sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(fg[k].astype(np.uint8)))) > 0
+        if out.any():
+            return out
+    return head_mask_array(a)
+
+
+def is_skull_stripped(array: np.ndarray) -> bool:
+    a = np.asarray(array)
+    return bool(a.size and float(np.mean(a == a.min())) >= 0.30)
+
+
+def brain_mask(volume: Volume) -> np.ndarray:
+    return brain_mask_array(volume.array)
+
+
+def mask_for(array: np.ndarray, norm: dict) -> np.ndarray:
+    """The mask a normalisation is computed in: brain mask for ``percentile_brain``, head mask otherwise."""
+    if norm.get("type") == "percentile_brain":
+        return brain_mask_array(array)
+    return head_mask_array(array)
+
+
 def zscore_stats(array: np.ndarray, mask: np.ndarray) -> tuple:
     vals = np.asarray(array, dtype=np.float64)[mask]
     if vals.size < 10:
@@ -87,19 +123,30 @@ def normalise(array: np.ndarray, mask: np.ndarray, norm: dict) -> np.ndarray:
     """Apply an intensity normalisation described in the bundle config.
 
     ``{"type": "zscore_mask"}``: (x - mean) / sd within the foreground mask (MR, arbitrary units).
+    ``{"type": "percentile_brain", "low": 1, "high": 99}``: (x - p_low) / (p_high - p_low) with the
+    percentiles taken inside the (brain) mask, so 0 = the mask's 1st and 1 = its 99th percentile;
+    the background of a skull-stripped image (its constant minimum) is set to 0.
     ``{"type": "linear", "offset": o, "scale": s, "clip": [lo, hi]}``: (clip(x) - o) / s (CT in HU).
     """
     a = np.asarray(array, dtype=np.float32)
-    if norm.get("type", "zscore_mask") == "zscore_mask":
+    kind = norm.get("type", "zscore_mask")
+    if kind == "zscore_mask":
         mean, std = zscore_stats(a, mask)
         return ((a - mean) / std).astype(np.float32)
+    if kind == "percentile_brain":
+        vals = a[mask] if np.count_nonzero(mask) >= 10 else a.ravel()
+        lo, hi = np.percentile(vals, [norm.get("low", 1.0), norm.get("high", 99.0)])
+        scale = float(hi - lo) if hi > lo else 1.0
+        out = (a - float(lo)) / scale
+        out[~mask & (a <= a.min())] = 0.0  # constant background of a stripped image (not the head's air)
+        return out.astype(np.float32)
     lo, hi = norm.get("clip", [-np.inf, np.inf])
     return ((np.clip(a, lo, hi) - norm.get("offset", 0.0)) / norm.get("scale", 1.0)).astype(np.float32)
 
 
 def denormalise(array: np.ndarray, norm: dict) -> np.ndarray:
     """Model output -> target units. z-score targets stay in z-score units (no absolute MR scale exists)."""
-    if norm.get("type", "zscore_mask") == "zscore_mask":
+    if norm.get("type", "zscore_mask") in ("zscore_mask", "percentile_brain"):
         return np.asarray(array, np.float32)
     return (np.asarray(array, np.float32) * norm.get("scale", 1.0) + norm.get("offset", 0.0)).astype(np.float32)
 
@@ -115,7 +162,7 @@ def model_space_arrays(volume: Volume, cfg: dict) -> tuple:
     """(model-grid image, normalised source array ZYX, mask ZYX) for a source volume."""
     img = to_model_grid(volume, cfg["pixel_mm"])
     raw = sitk.GetArrayFromImage(img)
-    mask = head_mask_array(raw)
+    mask = mask_for(raw, cfg["source_norm"])
     return img, normalise(raw, mask, cfg["source_norm"]), mask
 
 
