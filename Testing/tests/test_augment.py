@@ -76,3 +76,24 @@ def test_synthetic_options_are_checked(tmp_path):
     a = p.parse_args(["--out", "o", "--images", "i", "--labels", "l", "--synthetic-ratio", "0.3",
                       "--synthetic-model", "G"])
     assert a.synthetic_ratio == 0.3 and a.synthetic_model == "G" and a.synthetic_count is None
+
+
+def test_own_data_training_with_synthetic_cases_records_them(data_dir, tmp_path):
+    """One tiny epoch with half the samples synthetic: the bundle is written (shared writer) and says
+    what was mixed in; the synthetic cases come from the training cases only."""
+    import json
+
+    from MedAILib.tasks.augmentation.label_gan import train_label_gan
+    from MedAILib.tasks.segmentation.own_data import train_own
+
+    items = _items(data_dir)
+    train_label_gan(items, tmp_path / "gen", iterations=1, log=lambda m: None)
+    dl = {"training": items, "validation": _items(data_dir, ("hippocampus_006",))}
+    info = train_own(dl, tmp_path / "seg", epochs=1, steps_per_epoch=1, register=False, base_filters=4,
+                     synthetic_ratio=0.5, synthetic_model=str(tmp_path / "gen"), synthetic_count=2)
+    assert info["synthetic"]["ratio"] == 0.5 and info["synthetic"]["n_samples"] == 2
+    meta = json.loads((tmp_path / "seg" / "configs" / "metadata.json").read_text())
+    assert meta["medai_training"]["synthetic"]["n_samples"] == 2
+    made = sorted(p.name for p in (tmp_path / "seg.training" / "synthetic").iterdir())
+    assert made == ["synthetic_000.nii.gz", "synthetic_000_label.nii.gz", "synthetic_001.nii.gz",
+                    "synthetic_001_label.nii.gz"]

@@ -407,8 +407,9 @@ def metadata(plan: dict, info: dict) -> dict:
                                  "spatial_shape": plan["patch"], "dtype": "float32", "value_range": [0, 1],
                                  "is_patch_data": True,
                                  "channel_def": {str(i): names[str(v)] for i, v in enumerate(values)}}}},
-        "medai_training": {k: info[k] for k in ("plan", "label_values", "epochs", "epochs_run", "stopped", "seed",
-                                                "n_train", "n_val", "split", "best_epoch", "commands", "init")},
+        "medai_training": {**{k: info[k] for k in ("plan", "label_values", "epochs", "epochs_run", "stopped", "seed",
+                                                   "n_train", "n_val", "split", "best_epoch", "commands", "init")},
+                           **({"synthetic": info["synthetic"]} if info.get("synthetic") else {})},
     }
 
 
