@@ -77,6 +77,10 @@ def test_gan_bundle_on_a_whole_volume_keeps_the_grid(data_dir, tmp_path):
     out = denoise_volume(odd, bundle, device="cpu")
     assert out.array.shape == odd.array.shape and out.same_grid(odd) and out.array.min() >= 0
     np.testing.assert_array_equal(odd.array, before)
+    from MedAILib.core.errors import OutputError
+
+    with pytest.raises(OutputError, match="already exists"):  # the shared writer never replaces silently
+        _random_bundle(tmp_path / "b")
     bad = Bundle(_random_bundle(tmp_path / "c"))
     bad.parser["medai_denoising"] = None
     with pytest.raises(ModelError, match="not a denoising model"):
