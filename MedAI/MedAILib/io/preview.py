@@ -108,11 +108,19 @@ def overlay_png(volume: Volume, path, labelmap: Optional[Volume] = None, heatmap
                           interpolation="nearest")
             ax.set_title(f"{name} {pos}", fontsize=8)
             ax.axis("off")
+    return save_figure(fig, path, title, dpi=80, title_size=10)
+
+
+def save_figure(fig, path, title: Optional[str] = None, dpi: int = 85, title_size: int = 9) -> Path:
+    """The end of every MedAI figure: optional title, tight layout, written atomically (a PNG is
+    complete or absent), figure closed (matplotlib keeps open figures alive)."""
+    import matplotlib.pyplot as plt
+
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=title_size)
     fig.tight_layout()
     path = Path(path)
     with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return path

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 
 FP_RATES = (0.25, 0.5, 1, 2, 4, 8)
 IOU_HIT = 0.1
@@ -108,7 +107,7 @@ def froc_png(curve, path, n_refs, n_scans) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from MedAILib.core.atomic import atomic_output
+    from MedAILib.io.preview import save_figure
 
     fig, ax = plt.subplots(figsize=(4.5, 3.4))
     xs = [0.0] + [c[1] for c in curve]
@@ -119,8 +118,4 @@ def froc_png(curve, path, n_refs, n_scans) -> Path:
     ax.set_ylabel("recall")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"LIDC slabs, leave-one-patient-out ({n_refs} nodules, {n_scans} scans)", fontsize=8)
-    fig.tight_layout()
-    with atomic_output(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=90)

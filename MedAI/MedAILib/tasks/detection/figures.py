@@ -14,9 +14,8 @@ from typing import Optional
 
 import numpy as np
 
-from MedAILib.core.atomic import atomic_output
 from MedAILib.core.volume import Volume
-from MedAILib.io.preview import _to_ras_array, _view
+from MedAILib.io.preview import _to_ras_array, _view, save_figure
 
 
 def _as_dict(b) -> dict:
@@ -82,11 +81,4 @@ def boxes_png(volume: Volume, boxes: list, path, references: Optional[list] = No
                         fontsize=7)
         ax.set_title(f"axial {pos}", fontsize=8)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=85, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

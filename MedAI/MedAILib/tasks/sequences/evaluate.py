@@ -64,7 +64,7 @@ def volume_curve_png(results: list, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from MedAILib.core.atomic import atomic_output
+    from MedAILib.io.preview import save_figure
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
     for ax, r in zip(axes[0], results):
@@ -77,11 +77,7 @@ def volume_curve_png(results: list, path) -> Path:
         ax.set_xlabel("frame")
         ax.set_ylabel("LV blood pool (mL, contoured slices)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_output(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=90)
 
 
 def main(argv=None) -> int:

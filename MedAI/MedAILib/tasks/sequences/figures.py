@@ -8,7 +8,7 @@ from typing import Optional, Sequence as Seq
 
 import numpy as np
 
-from MedAILib.core.atomic import atomic_output
+from MedAILib.io.preview import save_figure
 
 
 def cine_contours_png(images, labels, path, frames: Optional[Seq[int]] = None, slices: Optional[Seq[int]] = None,
@@ -60,11 +60,4 @@ def cine_contours_png(images, labels, path, frames: Optional[Seq[int]] = None, s
                 ax.set_title(frame_titles[c] if frame_titles else f"frame {t + 1}", fontsize=8)
             if c == 0:
                 ax.set_ylabel(f"slice {k + 1}", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=85, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
