@@ -196,14 +196,7 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
         warnings.append(unlike)
     for w in warnings:
         progress.log(f"warning: {w}")
-    label_infos = bundle.labels
-    if structures:
-        by_name = {l.name.lower(): l for l in label_infos}
-        unknown = [s for s in structures if s.lower() not in by_name]
-        if unknown:
-            raise InputError(f"model {bundle.name} has no structure(s) {', '.join(unknown)}",
-                             f"choose from: {', '.join(l.name for l in label_infos)}")
-        label_infos = [by_name[s.lower()] for s in structures]
+    label_infos = select_labels(bundle, structures)
     dev = choose_device(device)
     run_options = _memory_check(bundle, volumes, dev, progress)
     progress.stage(0.0, 0.1).update(0.0, "preparing the image (model space)")
@@ -241,6 +234,20 @@ def segment(volumes, bundle, device: str = "auto", structures: Optional[Sequence
     progress.update(1.0, "done")
     progress.log = _orig_log
     return SegmentResult(labelmap, time.monotonic() - t0, dev.type, warnings, messages)
+
+
+def select_labels(bundle, structures: Optional[Sequence[str]] = None) -> list:
+    """The bundle's labels, or those named in ``structures`` (case-insensitive, in the order given);
+    unknown names are refused with the list to choose from."""
+    label_infos = list(bundle.labels)
+    if not structures:
+        return label_infos
+    by_name = {l.name.lower(): l for l in label_infos}
+    unknown = [s for s in structures if s.lower() not in by_name]
+    if unknown:
+        raise InputError(f"model {bundle.name} has no structure(s) {', '.join(unknown)}",
+                         f"choose from: {', '.join(l.name for l in label_infos)}")
+    return [by_name[s.lower()] for s in structures]
 
 
 def _zero_unless(arr: np.ndarray, keep) -> None:

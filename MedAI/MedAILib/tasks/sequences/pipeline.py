@@ -52,7 +52,7 @@ def segment_sequence(seq: Sequence, bundle, device: str = "auto", frames_per_bat
     from MedAILib.runtime.device import choose_device
     from MedAILib.runtime.inferer import run_inferer
     from MedAILib.runtime.model_space import from_model_space, to_model_space
-    from MedAILib.tasks.segmentation.pipeline import _postprocess, labels_to_volume, validate_inputs
+    from MedAILib.tasks.segmentation.pipeline import _postprocess, labels_to_volume, select_labels, validate_inputs
 
     if frames_per_batch < 1:
         raise InputError(f"frames per batch must be at least 1 (got {frames_per_batch})", "")
@@ -64,14 +64,7 @@ def segment_sequence(seq: Sequence, bundle, device: str = "auto", frames_per_bat
     warnings = list(validate_inputs([seq.frames[0]], bundle))  # the frames share one grid and kind
     for w in warnings:
         progress.log(f"warning: {w}")
-    label_infos = list(bundle.labels)
-    if structures:
-        by_name = {l.name.lower(): l for l in label_infos}
-        unknown = [s for s in structures if s.lower() not in by_name]
-        if unknown:
-            raise InputError(f"model {bundle.name} has no structure(s) {', '.join(unknown)}",
-                             f"choose from: {', '.join(l.name for l in label_infos)}")
-        label_infos = [by_name[s.lower()] for s in structures]
+    label_infos = select_labels(bundle, structures)
     keep = sorted(l.value for l in label_infos)
     dev = choose_device(device)
     n = seq.n_frames
