@@ -97,3 +97,20 @@ def test_own_data_training_with_synthetic_cases_records_them(data_dir, tmp_path)
     made = sorted(p.name for p in (tmp_path / "seg.training" / "synthetic").iterdir())
     assert made == ["synthetic_000.nii.gz", "synthetic_000_label.nii.gz", "synthetic_001.nii.gz",
                     "synthetic_001_label.nii.gz"]
+
+
+def test_generator_command_line(data_dir, tmp_path, capsys):
+    """`python -m MedAILib.tasks.augmentation.label_gan` (add_arguments/run, the `medai train` convention):
+    writes the generator from a datalist's training cases and refuses to replace it."""
+    import json
+
+    from MedAILib.tasks.augmentation import label_gan
+
+    dl = tmp_path / "dl.json"
+    dl.write_text(json.dumps({"training": _items(data_dir)}))
+    assert label_gan.main(["--datalist", str(dl), "--out", str(tmp_path / "g"), "--max-minutes", "0"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["n_cases"] == 2
+    assert (tmp_path / "g" / "models" / "model.pt").is_file()
+    with pytest.raises(OutputError, match="already exists"):
+        label_gan.main(["--datalist", str(dl), "--out", str(tmp_path / "g")])

@@ -236,15 +236,17 @@ def synthesize(model_dir, items: list, n: int, out_dir, seed: int = 0) -> list:
     return entries
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options (``medai train`` convention: ``add_arguments(parser)`` and ``run(args)``)."""
     ap.add_argument("--datalist", required=True, help="MONAI datalist JSON: only its 'training' cases are used")
     ap.add_argument("--out", required=True, help="generator folder to write")
     ap.add_argument("--max-minutes", type=float, default=4.0)
     ap.add_argument("--adv-weight", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--overwrite", action="store_true")
-    a = ap.parse_args(argv)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+
+
+def run(a: argparse.Namespace) -> int:
     from MedAILib.tasks.segmentation import planning
 
     torch.set_num_threads(1)
@@ -253,6 +255,12 @@ def main(argv=None) -> int:
                            overwrite=a.overwrite, log=lambda m: print(m, flush=True))
     print(json.dumps(info, indent=2))
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -206,8 +206,8 @@ def train(data_root, out_dir, adv_weight: float = 0.01, batch_size: int = 8, lr:
     return info
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options (``medai train`` convention: ``add_arguments(parser)`` and ``run(args)``)."""
     ap.add_argument("--data", required=True, help="the shared data folder (holds brainlesion-brats-examples)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--adv-weight", type=float, default=0.01)
@@ -216,13 +216,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out bundle")
     ap.add_argument("--init", help="continue from this bundle's generator (an earlier run of this trainer)")
-    a = ap.parse_args(argv)
+
+
+def run(a: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     info = train(a.data, a.out, a.adv_weight, a.batch_size, max_minutes=a.max_minutes, seed=a.seed,
-                 log=lambda m: print(m, flush=True), overwrite=a.overwrite,
-                 init=a.init)
+                 log=lambda m: print(m, flush=True), overwrite=a.overwrite, init=a.init)
     print(json.dumps(info, indent=2))
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
