@@ -151,29 +151,9 @@ def _absolute(value: str) -> str:
 def case_options(command: str, args) -> list:
     """The options every case's command line carries: each option that changes the result, as given
     here, paths made absolute (workers may start in another folder)."""
-    from MedAILib.client.command import _parser_of
+    from MedAILib.client.command import replay_options
 
-    out = []
-    for action in _parser_of(command)._actions:
-        dest = action.dest
-        if dest in LOCAL_ONLY or dest == "help" or not action.option_strings:
-            continue
-        value = getattr(args, dest, None)
-        if value is None or value == action.default or value is False or value == []:
-            continue
-        option = next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
-        if action.nargs == 0:
-            out.append(option)
-            continue
-        values = value if isinstance(value, list) else [value]
-        values = [_absolute(v) if isinstance(v, str) and dest not in FREE_TEXT and action.choices is None else v
-                  for v in values]
-        if isinstance(action, argparse._AppendAction):
-            for v in values:
-                out += [option, str(v)]
-        else:
-            out += [option, *map(str, values)]
-    return out
+    return replay_options(command, args, LOCAL_ONLY, FREE_TEXT, lambda option, value: _absolute(value))
 
 
 def case_argv(command: str, case, options: list) -> list:

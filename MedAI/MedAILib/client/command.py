@@ -56,14 +56,15 @@ def _parser_of(command: str):
     raise InputError(f"no command {command}", "")
 
 
-def server_options(command: str, args) -> list:
-    """The command-line options a case's job carries: every option that changes the result, as
-    given here; refuses options naming a file that would have to be sent too (not supported yet)."""
-    parser = _parser_of(command)
+def replay_options(command: str, args, local_only, free_text, file_value) -> list:
+    """The options of ``args`` (parsed for ``command``) that change the result, as a command line for
+    another process: defaults, flags left off and ``local_only`` destinations are skipped; each text
+    value that is not in ``free_text`` and has no choices names a file and goes through
+    ``file_value(option, value)`` (made absolute, or refused)."""
     out = []
-    for action in parser._actions:
+    for action in _parser_of(command)._actions:
         dest = action.dest
-        if dest in LOCAL_ONLY or dest == "help" or not action.option_strings:
+        if dest in local_only or dest == "help" or not action.option_strings:
             continue
         value = getattr(args, dest, None)
         if value is None or value == action.default or value is False or value == []:
@@ -73,15 +74,25 @@ def server_options(command: str, args) -> list:
             out.append(option)
             continue
         values = value if isinstance(value, list) else [value]
-        if any(isinstance(v, str) for v in values) and dest not in FREE_TEXT and action.choices is None:
-            raise InputError(f"{option} names a file on this computer, which --server does not send yet",
-                             f"run without --server, or without {option}")
+        values = [file_value(option, v) if isinstance(v, str) and dest not in free_text and action.choices is None
+                  else v for v in values]
         if isinstance(action, argparse._AppendAction):
             for v in values:
                 out += [option, str(v)]
         else:
             out += [option, *map(str, values)]
     return out
+
+
+def server_options(command: str, args) -> list:
+    """The command-line options a case's job carries: every option that changes the result, as
+    given here; refuses options naming a file that would have to be sent too (not supported yet)."""
+
+    def refuse(option, value):
+        raise InputError(f"{option} names a file on this computer, which --server does not send yet",
+                         f"run without --server, or without {option}")
+
+    return replay_options(command, args, LOCAL_ONLY, FREE_TEXT, refuse)
 
 
 def _upload_copy(path: Path, folder: Path, name: str) -> Path:
