@@ -102,6 +102,22 @@ def test_sliding_window_puts_every_tile_back_in_place():
         denoise_array(g, a[0], 0.0, 1.0)
 
 
+def test_comparison_png_side_by_side(tmp_path):
+    """The preview a person looks at: noisy / methods / clean panels through io.preview's helpers."""
+    from MedAILib.tasks.denoising.evaluate import comparison_png
+
+    rng = np.random.default_rng(0)
+    clean = np.zeros((6, 40, 30), np.float32)
+    clean[:, 10:30, 8:22] = 0.8
+    noisy = rician(clean, 0.05, rng)
+    out = comparison_png(clean, {"noisy": noisy, "GAN": clean * 0.98}, "case", tmp_path / "cmp.png",
+                         ijk_to_ras=np.diag([-1.0, -1.0, 1.0, 1.0]))
+    from PIL import Image
+
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > 2 * im.size[1]  # three panels in a row
+
+
 def _medai(args, env):
     return subprocess.run([sys.executable, "-m", "MedAILib.cli", "preprocess", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=600)

@@ -127,9 +127,8 @@ def comparison_png(clean, outs: dict, name: str, path, ijk_to_ras=None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from MedAILib.core.atomic import atomic_output
     from MedAILib.core.volume import Volume
-    from MedAILib.io.preview import _to_ras_array, _view
+    from MedAILib.io.preview import _to_ras_array, _view, save_figure
 
     m = np.eye(4) if ijk_to_ras is None else np.asarray(ijk_to_ras, float)
     panels = list(outs.items()) + [("clean", clean)]
@@ -143,13 +142,8 @@ def comparison_png(clean, outs: dict, name: str, path, ijk_to_ras=None) -> Path:
             title = f"{title}\n{mt['psnr']:.1f} dB / SSIM {mt['ssim']:.3f}"
         ax.set_title(title, fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"{name} (held out), Rician sigma 5 % of the 99.5th percentile: PSNR / SSIM inside the head",
-                 fontsize=9)
-    fig.tight_layout()
-    with atomic_output(Path(path)) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, f"{name} (held out), Rician sigma 5 % of the 99.5th percentile: PSNR / SSIM "
+                                  "inside the head", dpi=90, title_size=9)
 
 
 if __name__ == "__main__":
