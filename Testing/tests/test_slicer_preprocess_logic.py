@@ -88,3 +88,26 @@ def test_bad_requests_are_refused_and_engine_errors_come_through(slicer, noisy_n
     run = preprocess(node, denoise="gan", denoiseModel=str(tmp_path / "no-such-bundle"), device="cpu", wait=True)
     assert run.status == "failed" and "no-such-bundle" in run.errorText
     assert run.outputVolume is None and len(slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode")) == n_volumes
+
+
+def test_gan_denoising_with_the_shipped_model(slicer, noisy_node):
+    """The catalogue's denoising GAN from the Logic: no trust prompt (catalogue model), a new node on
+    the input grid, closer to the clean slab than the noisy input, and what the engine gives in-process."""
+    from MedAILib.core.volume import Volume
+    from MedAILib.tasks.preprocessing.steps import denoise
+    from MedAISlicerLib.tasks.preprocessing import denoising_models, preprocess
+
+    assert "mr_denoising_gan" in [model_id for model_id, _ in denoising_models()]
+    node6, clean, noisy = noisy_node
+    clean, noisy = clean[2:4], noisy[2:4]  # two slices keep the test short
+    m = np.diag([*noisy_node_spacing(node6), 1.0])
+    node = slicer.util.addVolumeFromArray(noisy, m, "FLAIR noisy 2", "vtkMRMLScalarVolumeNode")
+    run = preprocess(node, denoise="gan", denoiseModel="mr_denoising_gan", device="cpu", wait=True)
+    assert run.status == "done", run.errorText
+    den = slicer.util.arrayFromVolume(run.outputVolume)
+    assert same_world_grid(run.outputVolume, node) and den.shape == noisy.shape
+    direct = denoise(Volume(noisy, m), "gan", model="mr_denoising_gan", device="cpu").array
+    np.testing.assert_allclose(den, direct, rtol=1e-3, atol=0.5)
+    head = clean > 0.1 * clean.max()
+    assert np.abs(den - clean)[head].mean() < 0.8 * np.abs(noisy - clean)[head].mean()
+    assert "denoise:gan" in run.outputVolume.GetAttribute("MedAI.preprocess.steps")
