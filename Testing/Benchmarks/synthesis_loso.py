@@ -13,10 +13,13 @@ on the held-out T2's own grid, inside its brain mask (skull-stripped subjects: t
 TCIA: the Otsu *head* mask, which includes scalp and skull):
 
 - every image compared (model output, identity = the T2 itself, blurred real FLAIR = the real FLAIR
-  with an in-plane Gaussian of sigma ``--blur-mm``, the current shipped model's output) is z-scored
-  inside the mask, and so is the real FLAIR it is compared with: units do not decide the score;
+  with an in-plane Gaussian of sigma ``--blur-mm``, the current shipped model's output) is scaled
+  inside the mask so that its 1st percentile is 0 and its 99th is 1, and so is the real FLAIR it is
+  compared with: units do not decide the score. (Not z-scores: SSIM's luminance term assumes
+  non-negative intensities, and on zero-centred images it swings sign window by window -- a first run
+  with z-scores gave the T2 itself SSIM -0.05 on one subject.)
 - SSIM (per 2D slice, 7x7 Gaussian window, averaged over the mask) and PSNR (peak = range of the
-  z-scored real FLAIR in the mask), MedAILib.tasks.synthesis.metrics;
+  scaled real FLAIR in the mask), MedAILib.tasks.synthesis.metrics;
 - CSF darkness: a CSF mask (T2 above its 97th percentile and real FLAIR below its 20th, in the mask
   eroded by 3 voxels) and a white-matter mask (T2 below its 15th percentile and real FLAIR above its
   30th); reported is mean(CSF) - mean(WM) of each image in its z units (negative = CSF darker than
@@ -87,6 +90,12 @@ def zscore(a, mask):
     return ((a - v.mean()) / (v.std() if v.std() > 0 else 1.0)).astype(np.float32)
 
 
+def pscale(a, mask):
+    """1st percentile -> 0, 99th -> 1 inside the mask (the model's own training scale)."""
+    lo, hi = np.percentile(a[mask], [1, 99])
+    return ((a - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+
+
 def tissue_masks(t2z, flz, mask):
     inner = np.stack([ndimage.binary_erosion(s, iterations=3) for s in mask])
     inner = inner if inner.sum() > 100 else mask
@@ -101,6 +110,7 @@ def evaluate_case(t2, flair, outputs: dict, blur_mm: float) -> dict:
     mask = brain_mask(t2)
     ref = reference_on_grid(flair, t2).astype(np.float32)
     ref_z = zscore(ref, mask)
+    ref_p = pscale(ref, mask)
     sp = np.asarray(t2.spacing, float)  # I, J, K
     sigma = (0.0, blur_mm / sp[1], blur_mm / sp[0])  # KJI array: in-plane only
     images = {"identity (T2)": t2.array.astype(np.float32),
@@ -110,7 +120,8 @@ def evaluate_case(t2, flair, outputs: dict, blur_mm: float) -> dict:
     rows = {}
     for name, arr in images.items():
         z = zscore(np.asarray(arr, np.float32), mask)
-        m = image_metrics(z, ref_z, mask) if name != "real FLAIR" else {"ssim": 1.0, "psnr": float("inf")}
+        scaled = pscale(np.asarray(arr, np.float32), mask)
+        m = image_metrics(scaled, ref_p, mask) if name != "real FLAIR" else {"ssim": 1.0, "psnr": float("inf")}
         rows[name] = {"ssim": float(m["ssim"]), "psnr": float(m["psnr"]),
                       "csf_minus_wm": float(z[csf].mean() - z[wm].mean()) if csf.any() and wm.any() else float("nan")}
     return {"rows": rows, "mask": "brain (non-background)" if is_skull_stripped(t2.array) else "head (Otsu)",
@@ -134,7 +145,8 @@ def train_fold(out: Path, setting: str, held: str, cases: list, minutes: float, 
 def print_table(results: dict) -> None:
     cases = list(results["cases"])
     methods = results["methods"]
-    print("\nLOSO T2 -> FLAIR, z-scored in the mask; SSIM / PSNR (dB) / CSF-WM contrast (z units, negative = dark CSF)")
+    print("\nLOSO T2 -> FLAIR, each image scaled 1st-99th percentile in the mask; SSIM / PSNR (dB) / "
+          "CSF-WM contrast (z units, negative = dark CSF)")
     print("| subject | mask | " + " | ".join(methods) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in methods) + " |")
     for case in cases:
@@ -148,16 +160,20 @@ def print_table(results: dict) -> None:
             star = "*" if m.startswith("current") and case in results.get("old_train_cases", []) else ""
             cells.append(f"{v['ssim']:.3f} / {v['psnr']:.1f} / {v['csf_minus_wm']:+.2f}{star}")
         print(f"| {case} | {r['mask']} | " + " | ".join(cells) + " |")
-    cells = []
-    for m in methods:
-        vals = [results["cases"][c]["rows"][m] for c in cases if m in results["cases"][c]["rows"]
-                and not (m.startswith("current") and c in results.get("old_train_cases", []))]
-        if not vals:
-            cells.append("")
+    seen = results.get("old_train_cases", [])
+    for label, subset in (("**mean**", cases), (f"**mean without {', '.join(seen)}**", [c for c in cases if c not in seen])):
+        if subset is not cases and (not seen or len(subset) == len(cases)):
             continue
-        cells.append(f"{np.mean([v['ssim'] for v in vals]):.3f} / {np.mean([v['psnr'] for v in vals]):.1f} / "
-                     f"{np.mean([v['csf_minus_wm'] for v in vals]):+.2f} (n={len(vals)})")
-    print("| **mean** | | " + " | ".join(cells) + " |")
+        cells = []
+        for m in methods:
+            vals = [results["cases"][c]["rows"][m] for c in subset if m in results["cases"][c]["rows"]
+                    and not (m.startswith("current") and c in seen)]
+            if not vals:
+                cells.append("")
+                continue
+            cells.append(f"{np.mean([v['ssim'] for v in vals]):.3f} / {np.mean([v['psnr'] for v in vals]):.1f} / "
+                         f"{np.mean([v['csf_minus_wm'] for v in vals]):+.2f} (n={len(vals)})")
+        print(f"| {label} | | " + " | ".join(cells) + " |")
 
 
 def main(argv=None) -> int:
@@ -170,6 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--blur-mm", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="score the fold bundles already in OUT_DIR/<setting>/<subject> (no training)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out_dir)
@@ -194,9 +212,14 @@ def main(argv=None) -> int:
             outputs["current shipped model"] = synthesize(t2, old).volume.array
         for setting in settings:
             t0 = time.monotonic()
-            bundle_dir = train_fold(out / setting / held, setting, held, cases, args.minutes, cache, args.seed)
+            if args.evaluate_only:
+                bundle_dir = out / setting / held
+            else:
+                bundle_dir = train_fold(out / setting / held, setting, held, cases, args.minutes, cache, args.seed)
             b = SynthesisBundle(bundle_dir)
             outputs[f"LOSO {setting}"] = synthesize(t2, b).volume.array
+            if args.evaluate_only:
+                continue
             results["folds"][f"{setting}/{held}"] = {"seconds": round(time.monotonic() - t0, 1),
                                                       "train_seconds": b.metadata["training"]["seconds"],
                                                       "epochs": b.metadata["training"]["epochs"]}
