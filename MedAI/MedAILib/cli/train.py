@@ -26,6 +26,8 @@ TRAINERS = {
     "classification-clinical": "MedAILib.tasks.classification.clinical",
     "synthesis": "MedAILib.tasks.synthesis.trainer",
     "ood": "MedAILib.tasks.ood.autoencoder",
+    "denoising": "MedAILib.tasks.denoising.trainer",
+    "label-generator": "MedAILib.tasks.augmentation.label_gan",
 }
 
 # "epoch 3/8 loss 0.41 val Dice 0.78 (12 s; about 1.2 min left)": the epoch line every trainer logs
