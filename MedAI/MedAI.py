@@ -1,4 +1,4 @@
-"""MedAI: classification and modality conversion with MedAI (MONAI) models.
+"""MedAI: classification, modality conversion, lesion detection and pre-processing with MedAI (MONAI) models.
 
 This module also ships the shared code of the extension: the engine ``MedAILib`` and the Slicer-side
 helpers ``MedAISlicerLib``; MedAISegment and MedAIFusion depend on it for that.
@@ -10,6 +10,8 @@ Where sections plug in (each section = one ctkCollapsibleButton in Resources/UI/
   wire it in ``MedAIWidget.setupConvertSection`` and expose it from ``MedAILogic.synthesize``.
 - "Detect lesions": ``detectCollapsibleButton``; logic in ``MedAISlicerLib/tasks/detection.py``;
   wire it in ``MedAIWidget.setupDetectSection`` and expose it from ``MedAILogic.detect``.
+- "Pre-process": ``preprocessCollapsibleButton``; logic in ``MedAISlicerLib/tasks/preprocessing.py``;
+  wire it in ``MedAIWidget.setupPreprocessSection`` and expose it from ``MedAILogic.preprocess``.
 Keep computation out of this file: logic files translate nodes and run ``medai`` in a separate process.
 """
 
@@ -66,6 +68,7 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.setupClassifySection()
         self.setupConvertSection()
         self.setupDetectSection()
+        self.setupPreprocessSection()
 
     def setupClassifySection(self) -> None:
         """The "Classify" section: input volume, optional segment or ROI, model, explanation; one
@@ -285,6 +288,82 @@ class MedAIWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.detectStatusLabel.text = _("Failed.")
             slicer.util.errorDisplay(_("Detection failed."), detailedText=run.errorText)
 
+    def setupPreprocessSection(self) -> None:
+        """The "Pre-process" section: N4, denoising (classical or a GAN model) and normalisation of
+        one volume into a new volume, in a separate ``medai preprocess`` process; the button becomes
+        Cancel while it runs."""
+        import qt
+
+        from MedAISlicerLib.tasks.preprocessing import DENOISE_METHODS, NORMALIZE_METHODS
+
+        self._preprocessRun = None
+        self._preprocessTimer = qt.QTimer()
+        self._preprocessTimer.setInterval(200)
+        self._preprocessTimer.connect("timeout()", self.onPreprocessPollTimer)
+        self.ui.preprocessDenoiseComboBox.addItem(_("none"), "")
+        for method in DENOISE_METHODS:
+            self.ui.preprocessDenoiseComboBox.addItem(method, method)
+        self.ui.preprocessNormalizeComboBox.addItem(_("none"), "")
+        for method in NORMALIZE_METHODS:
+            self.ui.preprocessNormalizeComboBox.addItem(method, method)
+        try:
+            from MedAISlicerLib.tasks.preprocessing import denoising_models
+
+            for modelId, title in denoising_models():
+                self.ui.preprocessModelComboBox.addItem(title, modelId)
+        except Exception as e:  # a broken install must still show the module, with the reason
+            self.ui.preprocessStatusLabel.text = _("Could not read the model catalogue: {e}").format(e=e)
+        self.ui.preprocessInputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.updatePreprocessButton)
+        self.ui.preprocessApplyButton.connect("clicked(bool)", self.onPreprocessButton)
+        self.updatePreprocessButton()
+
+    def updatePreprocessButton(self, node=None) -> None:
+        running = self._preprocessRun is not None and self._preprocessRun.running
+        self.ui.preprocessApplyButton.enabled = running or self.ui.preprocessInputSelector.currentNode() is not None
+        self.ui.preprocessApplyButton.text = _("Cancel") if running else _("Apply")
+
+    def onPreprocessButton(self) -> None:
+        if self._preprocessRun is not None and self._preprocessRun.running:
+            self._preprocessRun.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to start the pre-processing."), waitCursor=True):
+            from MedAISlicerLib.dependencies import start_after_dependencies
+
+            denoise = self.ui.preprocessDenoiseComboBox.currentData or None
+            node = self.ui.preprocessInputSelector.currentNode()
+            options = {"n4": self.ui.preprocessN4CheckBox.checked, "denoise": denoise,
+                       "denoiseModel": self.ui.preprocessModelComboBox.currentData if denoise == "gan" else None,
+                       "normalize": self.ui.preprocessNormalizeComboBox.currentData or None}
+            callbacks = {"progressCallback": self.onPreprocessProgress, "completedCallback": self.onPreprocessCompleted}
+            self.ui.preprocessProgressBar.value = 0
+            # First use: the engine's packages install in the background first (progress, Cancel).
+            self._preprocessRun = start_after_dependencies(
+                lambda: self.logic.preprocess(node, None, **options, **callbacks), **callbacks)
+            self._preprocessTimer.start()
+        self.updatePreprocessButton()
+
+    def onPreprocessPollTimer(self) -> None:
+        if self._preprocessRun is not None:
+            self._preprocessRun.poll()
+
+    def onPreprocessProgress(self, fraction, message, eta_s) -> None:
+        if fraction is not None:
+            self.ui.preprocessProgressBar.value = int(round(100 * fraction))
+        self.ui.preprocessStatusLabel.text = message + timeLeftText(eta_s)
+
+    def onPreprocessCompleted(self, run) -> None:
+        self._preprocessTimer.stop()
+        self.updatePreprocessButton()
+        if run.status == "done":
+            self.ui.preprocessProgressBar.value = 100
+            self.ui.preprocessStatusLabel.text = _("Done: {name}.").format(name=run.outputVolume.GetName())
+            slicer.util.setSliceViewerLayers(background=run.outputVolume)
+        elif run.status == "cancelled":
+            self.ui.preprocessStatusLabel.text = _("Cancelled.")
+        else:
+            self.ui.preprocessStatusLabel.text = _("Failed.")
+            slicer.util.errorDisplay(_("Pre-processing failed."), detailedText=run.errorText)
+
     def cleanup(self) -> None:
         self.removeObservers()
 
@@ -331,6 +410,16 @@ class MedAILogic(ScriptedLoadableModuleLogic):
 
         return detect(inputVolume, modelId or DEFAULT_MODEL, minScore, maxBoxes, device, wait=wait,
                       enginePrefix=getattr(self, "enginePrefix", None), **callbacks)
+
+    def preprocess(self, inputVolume, outputVolume=None, wait=False, **options):
+        """Classical pre-processing of ``inputVolume`` (N4, denoising incl. a GAN model, resampling,
+        crop, normalisation) into a new volume, in a separate ``medai preprocess`` process.
+        ``options``: the keyword arguments of ``MedAISlicerLib.tasks.preprocessing.PreprocessRun``.
+        The run has ``status``, ``outputVolume``, ``biasFieldVolume`` and ``errorText``."""
+        from MedAISlicerLib.tasks.preprocessing import preprocess
+
+        options.setdefault("enginePrefix", getattr(self, "enginePrefix", None))
+        return preprocess(inputVolume, outputVolume, wait=wait, **options)
 
     def engineVersion(self) -> str:
         import MedAILib

@@ -122,8 +122,24 @@ def _multi_segment(slicer):
     return w, w.ui.multiSegmentButton, w._pollTimer, lambda: w._run, w.ui.statusLabel, "Segment"
 
 
+def _detect(slicer):
+    w = _widget("MedAI")
+    w.ui.detectInputSelector.setCurrentNode(_volume(slicer, "chest ct"))
+    assert w.ui.detectModelComboBox.count > 0 and w.ui.detectApplyButton.enabled
+    return w, w.ui.detectApplyButton, w._detectTimer, lambda: w._detectRun, w.ui.detectStatusLabel, "Detect"
+
+
+def _preprocess(slicer):
+    w = _widget("MedAI")
+    w.ui.preprocessInputSelector.setCurrentNode(_volume(slicer, "noisy mr"))
+    w.ui.preprocessDenoiseComboBox.currentIndex = 1  # gaussian
+    assert w.ui.preprocessApplyButton.enabled
+    return w, w.ui.preprocessApplyButton, w._preprocessTimer, lambda: w._preprocessRun, w.ui.preprocessStatusLabel, "Apply"
+
+
 ACTIONS = {"segment": _segment, "classify": _classify, "convert": _convert, "register": _register,
-           "checkerboard": _checkerboard, "ensemble": _ensemble, "segment several inputs": _multi_segment}
+           "checkerboard": _checkerboard, "ensemble": _ensemble, "segment several inputs": _multi_segment,
+           "detect": _detect, "preprocess": _preprocess}
 
 
 @pytest.mark.parametrize("action", list(ACTIONS))
