@@ -427,6 +427,40 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
                 raise RuntimeError(f"Segmentation {run.status}: {run.errorText}")
         return run
 
+    def processSequence(self, inputSequence, modelId, structures=None, device="auto", framesPerBatch=4,
+                        temporalSmoothing=0.0, cyclic=True, keepLargest=False, wait=False, progressCallback=None,
+                        logCallback=None, completedCallback=None, catalogue=None, timeout=None):
+        """Segment every frame of a Sequence of volumes (4D / cine) with ``modelId``.
+
+        ``inputSequence``: a ``vtkMRMLSequenceNode`` of scalar volumes on one grid, or a sequence
+        browser (its master sequence). The engine (``medai segment-sequence``, in its own process)
+        segments the frames ``framesPerBatch`` at a time, with progress per frame;
+        ``temporalSmoothing`` (sigma in frames) smooths the class probabilities along the frames
+        (wrapping around unless ``cyclic`` is False).
+
+        The result (``run.outputSequence``) is a new Sequence of segmentation nodes, one per input
+        frame at the input's index values, each on its frame's grid, added as a synchronized
+        sequence to the input's browser (``run.browserNode``; one is made when the input has none),
+        so browsing the input shows the same frame's segmentation (``run.proxySegmentation``).
+        The inputs are never modified; a failed or cancelled run leaves no new node.
+        ``wait=False`` returns a running ``SequenceSegmentationRun`` (``poll()``, ``cancel()``);
+        ``wait=True`` blocks until the end and raises RuntimeError on failure or cancel.
+        """
+        from MedAISlicerLib.models import find_model
+        from MedAISlicerLib.tasks.sequences import SequenceSegmentationRun
+
+        run = SequenceSegmentationRun(inputSequence, find_model(modelId, catalogue), structures, device,
+                                      framesPerBatch=framesPerBatch, temporalSmoothing=temporalSmoothing,
+                                      cyclic=cyclic, keepLargest=keepLargest, progressCallback=progressCallback,
+                                      logCallback=logCallback, completedCallback=completedCallback,
+                                      enginePrefix=self.enginePrefix)
+        run.start()
+        if wait:
+            run.wait(timeout=timeout)
+            if run.status != "done":
+                raise RuntimeError(f"Sequence segmentation {run.status}: {run.errorText}")
+        return run
+
     def train(self, pairs, modelId, epochs=50, timeLimitMinutes=None, initModel=None, validationPairs=(),
               outputFolder=None, extraArguments=(), wait=False, progressCallback=None, logCallback=None,
               completedCallback=None, timeout=None):
