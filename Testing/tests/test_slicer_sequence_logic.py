@@ -270,3 +270,75 @@ def test_failed_import_removes_what_it_made(slicer, catalogue, monkeypatch):
     kinds = {"vtkMRMLSequenceNode", "vtkMRMLSequenceBrowserNode", "vtkMRMLSegmentationNode", "vtkMRMLScalarVolumeNode"}
     assert [n.GetClassName() for n in new if n.GetClassName() in kinds] == []
     assert _temp_leftovers(slicer) == []
+
+
+# --- the real engine: `medai segment-sequence` with a random-weights bundle on the real cine ---------
+REAL_ID = "cine_random_unet"
+
+
+def _real_cine(data_dir):
+    """5 frames of the Sunnybrook short-axis cine (SCD0000101), 4 slices, cropped around the heart."""
+    from MedAILib.core.volume import Volume
+    from MedAILib.io.sequences import Sequence, read_dicom_cine
+
+    cine = read_dicom_cine(data_dir / "sunnybrook-cine" / "dicoms" / "SCD0000101")
+    frames = []
+    for f in cine.frames[::4][:5]:
+        m = f.ijk_to_ras.copy()
+        m[:3, 3] = f.ijk_to_ras_points([[70, 60, 4]])[0]
+        frames.append(Volume(f.array[4:8, 60:100, 70:110].copy(), m))
+    return Sequence(frames, cine.index_values[::4][:5], cine.index_name, cine.index_unit)
+
+
+def test_real_engine_segments_each_frame_of_a_real_cine(slicer, data_dir, tmp_path, monkeypatch):
+    from bundle_factory import make_bundle
+    from MedAILib.io.sequences import read_sequence
+    from MedAILib.models import modelzoo
+    from MedAISlicerLib.models import find_model
+    from MedAISlicerLib.tasks.sequences import SequenceSegmentationRun
+
+    engine_file = tmp_path / "engine.seq.nrrd"
+    original_import = SequenceSegmentationRun._import
+
+    def keep_engine_file(self, result):  # the engine's own 4D label file, before the import reads it
+        shutil.copy(result.outputs[0], engine_file)
+        return original_import(self, result)
+
+    monkeypatch.setattr(SequenceSegmentationRun, "_import", keep_engine_file)
+
+    bundle = make_bundle(tmp_path / "bundle", labels=("background", "blood", "wall"), roi_size=(32, 32, 16),
+                         pixdim=(1.5, 1.5, 10.0))
+    modelzoo.add_bundle(str(bundle), assume_yes=True, say=lambda s: None, model_id=REAL_ID)
+    cine = _real_cine(data_dir)
+    seq = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "SCD0000101 cine")
+    seq.SetIndexName(cine.index_name)
+    seq.SetIndexUnit(cine.index_unit)
+    for value, frame in zip(cine.index_values, cine.frames):
+        node = slicer.vtkMRMLScalarVolumeNode()
+        slicer.util.updateVolumeFromArray(node, frame.array)
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(frame.ijk_to_ras))
+        seq.SetDataNodeAtValue(node, f"{value:g}")
+    before = _snapshot(seq)
+    progress = []
+    run = _logic(None).processSequence(seq, REAL_ID, device="cpu", framesPerBatch=2, wait=True, timeout=300,
+                                       progressCallback=lambda f, m, e: progress.append(f))
+    out = run.outputSequence
+    assert out.GetNumberOfDataNodes() == 5 and progress and max(progress) > 0.9
+    assert run.browserNode.IsSynchronizedSequenceNodeID(out.GetID(), False)
+    # the imported segmentations equal the engine's 4D label file, frame by frame
+    labels = find_model(REAL_ID).labels
+    reference = read_sequence(engine_file)
+    assert reference.n_frames == 5 and np.allclose(reference.ijk_to_ras, before[0][2], atol=1e-3)
+    assert any(np.any(f.array > 0) for f in reference.frames), "the random model labelled nothing: weak test"
+    for n in range(5):
+        segNode = out.GetNthDataNode(n)
+        shape, matrix = reference_geometry(segNode)
+        assert shape == before[n][1].shape and np.allclose(matrix, before[n][2], atol=1e-4)
+        ref = _reference_volume(slicer, seq, n)
+        for label in labels:
+            mask = _segment_mask(slicer, segNode, label.name, ref)
+            np.testing.assert_array_equal(mask, reference.frames[n].array == label.value)
+        slicer.mrmlScene.RemoveNode(ref)
+    for (_, a0, m0), (_, a1, m1) in zip(before, _snapshot(seq)):
+        assert np.array_equal(a0, a1) and np.allclose(m0, m1)
+    assert _temp_leftovers(slicer) == []
