@@ -223,6 +223,18 @@ def test_wrong_inputs_are_refused_before_anything_runs(slicer, catalogue, tmp_pa
     seq.SetDataNodeAtValue(odd, "150")
     with pytest.raises(ValueError, match="Frame 5 of 'cine' is not on frame 1's grid"):
         logic.processSequence(seq, "fake_cine", catalogue=catalogue)
+    rgb = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSequenceNode", "rgb")
+    colour = slicer.vtkMRMLVectorVolumeNode()
+    slicer.util.updateVolumeFromArray(colour, np.zeros((2, 4, 4, 3), np.uint8))
+    rgb.SetDataNodeAtValue(colour, "0")
+    with pytest.raises(ValueError, match="Frame 1 of 'rgb' has 3 components per voxel"):
+        logic.processSequence(rgb, "fake_cine", catalogue=catalogue)
+    # frames shown under a transform (on the browser's proxy volume): harden it first, as for one volume
+    moved, browser = make_sequence(slicer)
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    browser.GetProxyNode(moved).SetAndObserveTransformNodeID(transform.GetID())
+    with pytest.raises(ValueError, match="is under a transform. Harden"):
+        logic.processSequence(browser, "fake_cine", catalogue=catalogue)
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         logic.processSequence(empty, "fake_cine", catalogue=catalogue, device="tpu")
     assert not (tmp_path / "started").exists(), "an engine was started"

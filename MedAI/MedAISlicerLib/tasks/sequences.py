@@ -75,7 +75,15 @@ class SequenceSegmentationRun(EngineRun):
         super().__init__(progressCallback, logCallback, completedCallback, enginePrefix)
         self.device = check_device(device)
         self.inputSequence, self.inputBrowser = sequence_and_browser(inputNode)
+        if model.task != "segmentation":
+            raise ValueError(f"{model.id} is a {model.task or 'non-segmentation'} model: choose a segmentation model.")
         model.check_input_count([self.inputSequence])  # one image per frame
+        if self.inputBrowser is not None:
+            # the frames are shown through the browser's proxy volume: a transform on it would place
+            # the results differently from what the user sees (as for one volume)
+            proxy = self.inputBrowser.GetProxyNode(self.inputSequence)
+            if proxy is not None:
+                nodes.check_not_transformed(proxy)
         self.model = model
         self.structures = list(structures or [])
         self.framesPerBatch = int(framesPerBatch)
@@ -105,6 +113,10 @@ class SequenceSegmentationRun(EngineRun):
                                  "only sequences of volumes can be segmented.")
             if frame.GetImageData() is None:
                 raise ValueError(f"Frame {n + 1} of '{sequence.GetName()}' has no voxels.")
+            if frame.GetImageData().GetNumberOfScalarComponents() != 1:
+                raise ValueError(f"Frame {n + 1} of '{sequence.GetName()}' has "
+                                 f"{frame.GetImageData().GetNumberOfScalarComponents()} components per voxel "
+                                 "(colour or vector frames): give a sequence of scalar volumes.")
             if n and (slicer.util.arrayFromVolume(frame).shape != slicer.util.arrayFromVolume(first).shape
                       or not np.allclose(_geometry(frame), _geometry(first), atol=1e-4)):
                 raise ValueError(f"Frame {n + 1} of '{sequence.GetName()}' is not on frame 1's grid "
@@ -151,8 +163,8 @@ class SequenceSegmentationRun(EngineRun):
     def _labelTable(self):
         """The model's labels the engine kept (its report names them; all of them without a report)."""
         row = nodes.read_report_row(self.reportPath)
-        kept = set((row or {}).get("label_volumes_ml") or {})
-        return [l for l in self.model.labels if not kept or l.name in kept]
+        kept = {str(name).lower() for name in ((row or {}).get("label_volumes_ml") or {})}
+        return [l for l in self.model.labels if l.name.lower() in kept] or list(self.model.labels)
 
     def _import(self, result) -> None:
         from MedAILib.core.volume import Volume
