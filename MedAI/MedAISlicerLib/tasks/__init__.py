@@ -17,3 +17,17 @@ def check_device(device: str) -> str:
         return device_name(str(device))
     except argparse.ArgumentTypeError as e:
         raise ValueError(str(e)) from None
+
+
+def check_volume_run(inputVolume, outputVolume, extraVolume=None, extraName: str = "reference") -> None:
+    """What every volume-to-volume run checks first: an input, no input/``extraVolume`` under a
+    transform (the engine would not see it), and an output that is neither of them."""
+    from MedAISlicerLib import nodes
+
+    if inputVolume is None:
+        raise ValueError("Choose an input volume.")
+    nodes.check_not_transformed(inputVolume)
+    if extraVolume is not None:
+        nodes.check_not_transformed(extraVolume)
+    if outputVolume is not None and outputVolume in (inputVolume, extraVolume):
+        raise ValueError(f"The output volume must differ from the input and {extraName} volumes.")

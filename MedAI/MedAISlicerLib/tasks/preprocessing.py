@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence, Union
 
 from MedAISlicerLib import nodes
 from MedAISlicerLib.runs import EngineRun
-from MedAISlicerLib.tasks import check_device
+from MedAISlicerLib.tasks import check_device, check_volume_run
 
 DENOISE_METHODS = ("gaussian", "median", "anisotropic", "gan")
 NORMALIZE_METHODS = ("zscore", "percentile", "ct-window")
@@ -41,14 +41,8 @@ class PreprocessRun(EngineRun):
                  logCallback: Optional[Callable] = None, completedCallback: Optional[Callable] = None,
                  enginePrefix=None):
         super().__init__(progressCallback, logCallback, completedCallback, enginePrefix)
-        if inputVolume is None:
-            raise ValueError("Choose an input volume.")
+        check_volume_run(inputVolume, outputVolume, maskVolume, "mask")
         device = check_device(device)
-        nodes.check_not_transformed(inputVolume)
-        if maskVolume is not None:
-            nodes.check_not_transformed(maskVolume)
-        if outputVolume is not None and outputVolume in (inputVolume, maskVolume):
-            raise ValueError("The output volume must differ from the input and mask volumes.")
         if denoise is not None and denoise not in DENOISE_METHODS:
             raise ValueError(f"Unknown denoising method {denoise!r}: choose one of {', '.join(DENOISE_METHODS)}.")
         if normalize is not None and normalize not in NORMALIZE_METHODS:

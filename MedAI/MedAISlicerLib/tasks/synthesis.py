@@ -12,7 +12,7 @@ from typing import Callable, Optional
 
 from MedAISlicerLib import nodes
 from MedAISlicerLib.runs import EngineRun  # the shared run life cycle (start/poll/wait/cancel, temp folder)
-from MedAISlicerLib.tasks import check_device
+from MedAISlicerLib.tasks import check_device, check_volume_run
 
 DEFAULT_MODEL = "t2_to_flair_gan"
 
@@ -33,14 +33,8 @@ class SynthesisRun(EngineRun):
                  logCallback: Optional[Callable] = None, completedCallback: Optional[Callable] = None,
                  enginePrefix=None):
         super().__init__(progressCallback, logCallback, completedCallback, enginePrefix)
-        if inputVolume is None:
-            raise ValueError("Choose an input volume.")
+        check_volume_run(inputVolume, outputVolume, referenceVolume, "reference")
         device = check_device(device)
-        nodes.check_not_transformed(inputVolume)
-        if referenceVolume is not None:
-            nodes.check_not_transformed(referenceVolume)
-        if outputVolume is not None and outputVolume in (inputVolume, referenceVolume):
-            raise ValueError("The output volume must differ from the input and reference volumes.")
         self.inputVolume, self.outputVolume, self.referenceVolume = inputVolume, outputVolume, referenceVolume
         self.modelId, self.device = modelId, device
         self.oodWarning = ""
