@@ -72,3 +72,24 @@ def slicer(monkeypatch, tmp_path):
     s = real.activate()
     yield s
     real.reset()
+
+
+_CTYPE = None
+
+
+@pytest.fixture(autouse=True)
+def _keep_text_encoding(request):
+    """Some native library loaded by a test (VTK/ITK/Slicer's core) can switch the C locale's
+    LC_CTYPE to "C": every later text file and subprocess pipe would then be ASCII in this process
+    (a full-suite run failed on model cards and `medai models list` that way). Restore it after each
+    test and say which test changed it, so the suite's tests stay independent of their order."""
+    import locale
+
+    global _CTYPE
+    if _CTYPE is None:
+        _CTYPE = locale.setlocale(locale.LC_CTYPE)
+    yield
+    now = locale.setlocale(locale.LC_CTYPE)
+    if now != _CTYPE:
+        locale.setlocale(locale.LC_CTYPE, _CTYPE)
+        print(f"\nnote: {request.node.nodeid} changed LC_CTYPE to {now!r}; restored {_CTYPE!r}", file=sys.stderr)

@@ -563,7 +563,7 @@ def _is_medai_report(path: Path) -> bool:
     """A report this runner wrote (so ``--resume`` may rewrite it): JSON with cases, or a CSV whose
     header starts with the case column."""
     try:
-        text = path.read_text(errors="strict")[:1 << 20]
+        text = path.read_text(errors="strict", encoding="utf-8")[:1 << 20]
     except (OSError, UnicodeDecodeError):
         return False
     if full_suffix(path).lower() == ".csv":

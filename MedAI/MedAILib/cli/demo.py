@@ -84,7 +84,7 @@ def _run(args, b: batch.Batch) -> int:
     split_file = entry.shipped_path() / "split.json"
     if not split_file.exists():
         raise InputError(f"the shipped model's split.json is missing ({split_file})", "reinstall MedAI")
-    case_id = args.case or json.loads(split_file.read_text())["validation"][0]
+    case_id = args.case or json.loads(split_file.read_text(encoding="utf-8"))["validation"][0]
     img_path, lab_path = _find_case(case_id, allow_download=not args.no_download)
     out = Path(args.output)
     b.plan([batch.Case(0, case_id, [img_path, lab_path], case_id)],
@@ -104,7 +104,7 @@ def _run(args, b: batch.Batch) -> int:
                   "preview": str(png), "dice": {names[v]: round(d, 4) for v, d in dice.items()},
                   "label_volumes_ml": label_volumes_ml(result.labelmap)}
         with atomic_output(case.outputs["report"]) as tmp:
-            tmp.write_text(json.dumps(report, indent=2))
+            tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
         print(f"segmented {case_id} (validation case, not used in training) in {result.seconds:.1f} s on "
               f"{result.device}")
         for v, d in dice.items():

@@ -68,7 +68,7 @@ class Bundle:
         if cfg is None:
             raise ModelError(f"{self.path} has no configs/inference.json", "is this a MONAI bundle folder?")
         meta_file = configs / "metadata.json"
-        self.metadata = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        self.metadata = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
         self.parser = ConfigParser()
         self.parser.read_meta(str(meta_file)) if meta_file.exists() else None
         self.parser.read_config(str(cfg))

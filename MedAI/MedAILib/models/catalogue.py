@@ -97,7 +97,7 @@ def catalogue_validator(path: Optional[Path] = None):
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     if key not in _VALIDATORS:
-        schema = json.loads(path.read_text())
+        schema = json.loads(path.read_text(encoding="utf-8"))
         _VALIDATORS.clear()
         import jsonschema  # only when a catalogue text has not been validated before (start-up time)
 

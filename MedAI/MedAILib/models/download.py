@@ -256,7 +256,7 @@ def _marker_ok(folder: Path, entry) -> bool:
     if not m.exists():
         return False
     try:
-        rec = json.loads(m.read_text())
+        rec = json.loads(m.read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return False
     if rec.get("checksum") != list(entry_checksum(entry)):

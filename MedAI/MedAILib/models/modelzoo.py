@@ -481,7 +481,7 @@ def save_user_catalogue(cat: dict) -> Path:
 
     from MedAILib.models.catalogue import schema_path, user_catalogue_path
 
-    jsonschema.validate(cat, json.loads(schema_path().read_text()))
+    jsonschema.validate(cat, json.loads(schema_path().read_text(encoding="utf-8")))
     p = user_catalogue_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(p) as tmp:

@@ -155,7 +155,7 @@ def _save_store(store: dict) -> None:
     p = trust_store_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(p) as tmp:
-        Path(tmp).write_text(json.dumps(store, indent=2))
+        Path(tmp).write_text(json.dumps(store, indent=2), encoding="utf-8")
 
 
 def trust(bundle_path, reason: str = "trusted by the user (--trust)") -> str:

@@ -419,7 +419,7 @@ def window_batch_bytes(bundle, in_channels: int, roi, batch: int, device: str = 
 
         path = medai_home() / "cache" / "memory" / f"{key}.json"
         try:
-            return int(json.loads(path.read_text())["window_bytes"]), "measured"
+            return int(json.loads(path.read_text(encoding="utf-8"))["window_bytes"]), "measured"
         except (OSError, ValueError, KeyError, TypeError):
             pass
     try:
@@ -434,7 +434,7 @@ def window_batch_bytes(bundle, in_channels: int, roi, batch: int, device: str = 
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps({"window_bytes": measured}))
+            tmp.write_text(json.dumps({"window_bytes": measured}), encoding="utf-8")
             os.replace(tmp, path)
         except OSError:
             pass

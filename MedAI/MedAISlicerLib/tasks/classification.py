@@ -81,7 +81,7 @@ class ClassifyRun(EngineRun):
     def _import(self, result) -> None:
         case = self._case
         if not case:  # the report is the fallback when the event was missed
-            case = json.loads((Path(self.tempDir) / "report.json").read_text())["cases"][0]
+            case = json.loads((Path(self.tempDir) / "report.json").read_text(encoding="utf-8"))["cases"][0]
         if case.get("status") != "ok":
             raise ValueError(case.get("error") or "the engine did not classify the input")
         self.classNames = list(case["class_names"])

@@ -100,7 +100,7 @@ class DetectRun(EngineRun):
         return args, write_inputs
 
     def _import(self, result) -> None:
-        data = json.loads(Path(self.resultPath).read_text())
+        data = json.loads(Path(self.resultPath).read_text(encoding="utf-8"))
         self.boxes = sorted(data.get("boxes", []), key=lambda b: -float(b["score"]))
         self.roiNodes = roi_nodes_from_boxes(self.boxes, self.inputVolume, self.modelId)
         if not self.boxes:

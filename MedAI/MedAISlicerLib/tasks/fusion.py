@@ -65,7 +65,7 @@ class RegistrationRun(EngineRun):
         return args, write_inputs
 
     def _import(self, result) -> None:
-        self.report = json.loads((self.outDir / "report.json").read_text())
+        self.report = json.loads((self.outDir / "report.json").read_text(encoding="utf-8"))
         # .tfm for linear results, .h5 for B-spline: the report names the file written
         transform = slicer.util.loadTransform(str(self.report["outputs"]["transform"]))
         transform.SetName(f"{self.movingVolume.GetName()} to {self.fixedVolume.GetName()}")

@@ -194,10 +194,10 @@ def store(bundle_dir, result: dict, data) -> None:
 
     def write_json(path: Path, obj) -> None:
         with atomic_output(path) as tmp:
-            tmp.write_text(json.dumps(obj, indent=2) + "\n")
+            tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
     cfg_path = bundle_dir / "configs" / "medai.json"
-    cfg = json.loads(cfg_path.read_text())
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["temperature"] = result["temperature"]
     cfg["decision_threshold"] = op["threshold"]
     cfg["operating_point"] = {**op, "probability": "calibrated P(hyperplasia) = softmax(logits / temperature)[1]",
@@ -207,13 +207,13 @@ def store(bundle_dir, result: dict, data) -> None:
                                   for k, v in result["alternatives"].items()}}
     write_json(cfg_path, cfg)
     meta_path = bundle_dir / "configs" / "metadata.json"
-    meta = json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     # metadata.json's medai section is merged under medai.json: keep the two from disagreeing.
     meta.setdefault("medai", {})["decision_threshold"] = op["threshold"]
     meta["medai"]["temperature"] = result["temperature"]
     write_json(meta_path, meta)
     inf_path = bundle_dir / "configs" / "inference.json"
-    inf = json.loads(inf_path.read_text())
+    inf = json.loads(inf_path.read_text(encoding="utf-8"))
     steps = [s for s in inf["postprocessing"]["transforms"] if s.get("_target_") != "Lambdad"]
     inf["postprocessing"]["transforms"] = [temperature_step(result["temperature"])] + steps
     write_json(inf_path, inf)
@@ -221,7 +221,7 @@ def store(bundle_dir, result: dict, data) -> None:
     card = bundle_dir / "docs" / "README.md"
     if card.exists():
         with atomic_output(card) as tmp:
-            tmp.write_text(replace_results_section(card.read_text(), results_section(result)))
+            tmp.write_text(replace_results_section(card.read_text(encoding="utf-8"), results_section(result)))
 
 
 def main(argv=None) -> int:

@@ -73,7 +73,7 @@ def medai_config(bundle) -> dict:
     cfg = dict(bundle.metadata.get("medai", {}) or {})
     f = bundle.path / "configs" / "medai.json"
     if f.exists():
-        cfg.update(json.loads(f.read_text()))
+        cfg.update(json.loads(f.read_text(encoding="utf-8")))
     return cfg
 
 

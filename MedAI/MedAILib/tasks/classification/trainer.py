@@ -210,7 +210,7 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
                   batch_size=batch_size, lr=lr, weight_decay=weight_decay, augment=augment,
                   label_smoothing=label_smoothing, class_weight=class_weight, dropout=dropout, ema=ema,
                   seed=seed, n_train=len(ytr), n_val=len(yva), data=str(data))
-    (work / "config.json").write_text(json.dumps(config, indent=1))
+    (work / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
 
     last = epochs if stop_after is None else min(epochs, state["epoch"] + stop_after)
     for epoch in range(state["epoch"], last):  # stop_after: time-boxed slice, continue with resume
@@ -252,7 +252,7 @@ def train(data, out, size=None, network="densenet", epochs=60, batch_size=32, lr
     torch.save(torch.load(work / "best.pt", weights_only=True), work / "final_best.pt")
     summary = {**config, "epochs_done": state["epoch"],
                **{k: state[k] for k in ("best_auc", "best_epoch", "best_acc") if k in state}}
-    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    (work / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
 
 
@@ -409,7 +409,7 @@ For research and teaching only. Not a medical device; not for clinical decisions
 def load_bundle_network(bundle) -> torch.nn.Module:
     """The bundle's network with its weights (weights_only=True), in eval mode."""
     bundle = Path(bundle)
-    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text(encoding="utf-8"))
     net = build_network(cfg["network_def"])
     net.load_state_dict(torch.load(bundle / "models" / "model.pt", weights_only=True, map_location="cpu"))
     return net.eval()
@@ -418,7 +418,7 @@ def load_bundle_network(bundle) -> torch.nn.Module:
 def bundle_calibration(bundle) -> tuple:
     """(temperature, decision threshold) stored in the bundle's configs/medai.json (1.0, 0.5 if absent)."""
     f = Path(bundle) / "configs" / "medai.json"
-    cfg = json.loads(f.read_text()) if f.exists() else {}
+    cfg = json.loads(f.read_text(encoding="utf-8")) if f.exists() else {}
     return float(cfg.get("temperature", 1.0)), float(cfg.get("decision_threshold", 0.5))
 
 
@@ -482,7 +482,7 @@ def finalize(out, data, summary: dict, command: str, notes: str = "", method: st
     calibration.store(out, result, data)
     model = out / "models" / "model.pt"
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
-    (out / "docs" / "README.md").write_text(model_card(summary, result, command, model.stat().st_size, sha, notes))
+    (out / "docs" / "README.md").write_text(model_card(summary, result, command, model.stat().st_size, sha, notes), encoding="utf-8")
     print(format_metrics(result["val"], "val split"))
     print(format_metrics(result["test"], "test split"))
     return {**result, "sha256": sha}
@@ -499,7 +499,7 @@ def run(args) -> int:
         s["limit"] = args.limit
         command = getattr(args, "command_line", None) or "python -m MedAILib.tasks.classification.trainer " + " ".join(
             shlex.quote(a) for a in (getattr(args, "argv", None) or []))
-        notes = Path(args.card_notes).read_text() if args.card_notes else ""
+        notes = Path(args.card_notes).read_text(encoding="utf-8") if args.card_notes else ""
         finalize(args.out, args.data, s, command, notes, method=args.operating_point,
                  target_sensitivity=args.target_sensitivity)
     return 0

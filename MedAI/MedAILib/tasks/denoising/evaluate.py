@@ -112,7 +112,7 @@ def main(argv=None) -> int:
                                    "ssim": round(float(np.mean([r[m]["ssim"] for r in rows])), 4)} for m in methods}
     print(json.dumps(summary, indent=2))
     if a.json:
-        Path(a.json).write_text(json.dumps({"summary": summary, "rows": results}, indent=2))
+        Path(a.json).write_text(json.dumps({"summary": summary, "rows": results}, indent=2), encoding="utf-8")
     if a.png and example is not None:
         clean, outs, name, _, m = example
         comparison_png(clean, outs, name, a.png, ijk_to_ras=m)

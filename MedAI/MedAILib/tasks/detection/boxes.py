@@ -103,7 +103,7 @@ def write_boxes(path, boxes: list, info: dict) -> Path:
                 d = b.to_dict()
                 w.writerow([d["label"], d["score"], *d["center_ras_mm"], *d["size_ras_mm"], *d["ras_min_mm"],
                             *d["ras_max_mm"], *d["voxel_min"], *d["voxel_max"], *d["center_ijk"]])
-            Path(tmp).write_text(buf.getvalue())
+            Path(tmp).write_text(buf.getvalue(), encoding="utf-8")
         else:
             Path(tmp).write_text(json.dumps(dict(info, coordinate_system="RAS", units="mm",
                                                  voxel_convention="inclusive voxel indices [i, j, k] of the input",
@@ -113,7 +113,7 @@ def write_boxes(path, boxes: list, info: dict) -> Path:
 
 def read_boxes(path) -> list:
     """Boxes from a JSON written by :func:`write_boxes` (dicts)."""
-    return json.loads(Path(path).read_text())["boxes"]
+    return json.loads(Path(path).read_text(encoding="utf-8"))["boxes"]
 
 
 def input_box_to_model(vmin, vmax, volume: Volume, model_affine) -> np.ndarray:

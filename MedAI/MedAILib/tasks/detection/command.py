@@ -83,7 +83,7 @@ def _run(args, b: batch.Batch) -> int:
         if "preview" in case.outputs:
             from MedAILib.tasks.detection.figures import boxes_png
 
-            refs = json.loads(Path(args.reference[case.index]).read_text())["boxes"] if args.reference else None
+            refs = json.loads(Path(args.reference[case.index]).read_text(encoding="utf-8"))["boxes"] if args.reference else None
             boxes_png(volume, result.boxes, case.outputs["preview"], references=refs,
                       title=f"{case.name}: {len(result.boxes)} box(es) ({model.name})")
         top = ", ".join(f"{x.label} {x.score:.2f}" for x in result.boxes[:3])

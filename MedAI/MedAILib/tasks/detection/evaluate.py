@@ -96,7 +96,7 @@ def evaluate_folds(root, bundles: dict, work) -> dict:
     summary = {"scans": len(per_scan), "nodules": n_refs, "recall_at_fp_per_scan": f["recall_at_fp_per_scan"],
                "max_recall": f["max_recall"], "per_scan": scans}
     results = {"summary": summary, "curve": f["curve"], "matches": per_scan}
-    (work / "results.json").write_text(json.dumps(results, indent=2))
+    (work / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     froc_png(f["curve"], work / "detection_lidc_froc.png", n_refs, len(per_scan))
     return results
 

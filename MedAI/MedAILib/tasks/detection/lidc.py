@@ -22,7 +22,7 @@ PATIENTS = ("LIDC-IDRI-0001", "LIDC-IDRI-0002", "LIDC-IDRI-0003")
 
 
 def nodules(root) -> dict:
-    return json.loads((Path(root) / "nodules.json").read_text())["patients"]
+    return json.loads((Path(root) / "nodules.json").read_text(encoding="utf-8"))["patients"]
 
 
 def series_dir(root, patient: str) -> Path:

@@ -128,7 +128,7 @@ def _register(args, case, progress, b: batch.Batch) -> dict:
               "outputs": {"transform": str(transform_path), "moving_resampled": str(resampled_path),
                           "checkerboard_png": str(png)}}
     with atomic_output(paths["report"]) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+        tmp.write_text(json.dumps(report, indent=2), encoding="utf-8")
     for w in result.warnings:  # fall-backs and reliability doubts: never only in the JSON
         b.warn(case, w, kind="registration")
     b.say(f"\nmetric (Mattes MI, lower is better): {result.metric_before:.4f} -> {result.metric_after:.4f}")

@@ -796,7 +796,7 @@ def read_landmarks(path) -> np.ndarray:
     if not path.exists():
         raise InputError(f"{path} does not exist", "check the landmarks file path")
     if path.suffix.lower() == ".json":
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
         pts = []
         for markup in doc.get("markups", []):
             lps = markup.get("coordinateSystem", "LPS") == "LPS"

@@ -207,7 +207,7 @@ def write_report(result: dict, path: Path) -> None:
                 for name, s in result["mean"].items():
                     w.writerow(["mean", name, "", *["" if s[m] is None else s[m] for m in METRICS], ""])
         else:
-            Path(tmp).write_text(json.dumps(result, indent=2))
+            Path(tmp).write_text(json.dumps(result, indent=2), encoding="utf-8")
 
 
 def run(args) -> int:

@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     if a.png_dir:
         volume_curve_png(results, Path(a.png_dir) / "sequences_sunnybrook_volume_curves.png")
     if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
+        Path(a.json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     for r in results:
         for name, res in r["runs"].items():
             print(f"{r['case']} {name}: Dice ED {res['dice_ED']:.3f} ES {res['dice_ES']:.3f}; EF manual "

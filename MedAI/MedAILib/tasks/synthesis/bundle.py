@@ -58,8 +58,8 @@ class SynthesisBundle:
     def __init__(self, path):
         self.path = Path(path)
         try:
-            self.metadata = json.loads((self.path / "configs" / "metadata.json").read_text())
-            self.inference = json.loads((self.path / "configs" / "inference.json").read_text())
+            self.metadata = json.loads((self.path / "configs" / "metadata.json").read_text(encoding="utf-8"))
+            self.inference = json.loads((self.path / "configs" / "inference.json").read_text(encoding="utf-8"))
         except FileNotFoundError as e:
             raise ModelError(f"{self.path} is not a model bundle ({e.filename} missing)",
                              "give a bundle folder with configs/metadata.json and configs/inference.json") from e
@@ -68,7 +68,7 @@ class SynthesisBundle:
                              "pick a modality-conversion model (see `medai models`)")
         self.cfg = self.inference["medai_synthesis"]
         stats = self.path / "configs" / "training_stats.json"
-        self.training_stats = json.loads(stats.read_text()) if stats.exists() else None
+        self.training_stats = json.loads(stats.read_text(encoding="utf-8")) if stats.exists() else None
         self._network = None
 
     @property
