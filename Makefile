@@ -35,7 +35,7 @@ compile312:
 	else echo "no Python 3.12 interpreter found: skipping the Slicer-Python syntax check"; fi
 
 test: venv compile312
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
