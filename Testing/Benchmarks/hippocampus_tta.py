@@ -8,6 +8,10 @@ left-right only, probabilities averaged), and both are scored against the manual
 label, per case, then averaged; MONAI's DiceMetric on one-hot maps). A paired bootstrap of the
 per-case difference gives a 95 % interval. Nothing is tuned: this only measures.
 
+Post-processing variants from the same predictions (a second approach towards Dice 0.90, issue 21):
+``*_largest`` keeps the largest connected piece of each label, ``*_union`` keeps the largest piece
+of the whole hippocampus (anterior + posterior together; each label keeps its voxels in it).
+
     .venv/bin/python Testing/Benchmarks/hippocampus_tta.py OUT_DIR [--limit N]
 """
 
@@ -25,6 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "MedAI"))
 
 from MedAILib.core.paths import data_dir, resources_dir  # noqa: E402
 
+VARIANTS = ("plain", "tta", "plain_largest", "tta_largest", "plain_union", "tta_union")
+
+
+def largest_union(labels: np.ndarray) -> np.ndarray:
+    """Labels inside the largest connected piece of the foreground (all labels together)."""
+    from scipy import ndimage
+
+    comp, n = ndimage.label(labels > 0)
+    if n <= 1:
+        return labels
+    sizes = np.bincount(comp.ravel())
+    sizes[0] = 0
+    return np.where(comp == int(np.argmax(sizes)), labels, 0)
+
 
 def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels=(1, 2)) -> list:
     import torch
@@ -36,6 +54,13 @@ def dice_per_label(pred: np.ndarray, ref: np.ndarray, labels=(1, 2)) -> list:
     r = one_hot(torch.as_tensor(ref.astype(np.int64))[None, None], n, dim=1)
     d = DiceMetric(include_background=False, reduction="none")(p, r)[0].numpy()
     return [float(d[v - 1]) for v in labels]
+
+
+def _paired_ci(diff, seed) -> list:
+    diff = np.asarray(diff)
+    rng = np.random.default_rng(seed)
+    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
+    return [float(diff.mean()), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
 
 
 def main(argv=None) -> int:
@@ -50,6 +75,7 @@ def main(argv=None) -> int:
     from MedAILib.io import read_image
     from MedAILib.models import resolve_model
     from MedAILib.tasks.segmentation.pipeline import segment
+    from MedAILib.tasks.segmentation.postprocess import keep_largest_component
     from MedAILib.tasks.segmentation.tta import flip_axes, segment_with_tta
 
     torch.set_num_threads(1)
@@ -69,6 +95,10 @@ def main(argv=None) -> int:
         tta = segment_with_tta(image, bundle, device="cpu")[0].labelmap.array
         t2 = time.time()
         row = {"case": case, "plain": dice_per_label(plain, ref), "tta": dice_per_label(tta, ref),
+               "plain_largest": dice_per_label(keep_largest_component(plain), ref),
+               "tta_largest": dice_per_label(keep_largest_component(tta), ref),
+               "plain_union": dice_per_label(largest_union(plain), ref),
+               "tta_union": dice_per_label(largest_union(tta), ref),
                "seconds_plain": round(t1 - t0, 2), "seconds_tta": round(t2 - t1, 2)}
         rows.append(row)
         print(f"{n + 1:>3} {case}: plain {np.mean(row['plain']):.4f}  tta {np.mean(row['tta']):.4f}", flush=True)
@@ -85,6 +115,9 @@ def main(argv=None) -> int:
         "mean_difference": float(diff.mean()), "difference_ci95": [float(np.percentile(boot, 2.5)),
                                                                      float(np.percentile(boot, 97.5))],
         "cases_better": int((diff > 0).sum()), "cases_worse": int((diff < 0).sum()),
+        "variants_mean_dice": {v: float(np.mean([r[v] for r in rows])) for v in VARIANTS},
+        "variants_vs_plain_ci95": {v: _paired_ci([np.mean(r[v]) - np.mean(r["plain"]) for r in rows], args.seed)
+                                   for v in VARIANTS[1:]},
         "seconds_per_case_plain": float(np.mean([r["seconds_plain"] for r in rows])),
         "seconds_per_case_tta": float(np.mean([r["seconds_tta"] for r in rows])),
     }
