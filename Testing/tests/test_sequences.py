@@ -237,3 +237,53 @@ def test_cli_segment_on_a_4d_image_segments_every_frame(small_cine, lv_bundle, t
     mixed = _medai(["segment", src, frame3d, "-o", tmp_path / "mixed", "--format", "nii.gz", *common], env,
                    command=None)
     assert mixed.returncode != 0 and "other inputs are not" in mixed.stderr
+
+
+def _temporal_bundle(folder, k=3):
+    """A temporal bundle (frames as channels, ``medai.temporal_frames`` = k) whose network is a 1x1x1
+    convolution: logit(label 1) - logit(background) = next frame - previous frame. Label 1 marks
+    where the intensity is rising over time, which no single frame can tell."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).parent))
+    from bundle_factory import make_bundle
+
+    conv = {"_target_": "torch.nn.Conv3d", "in_channels": k, "out_channels": 2, "kernel_size": 1, "bias": False}
+    make_bundle(folder, labels=("background", "rising"), inputs=tuple(f"frame{o:+d}" for o in range(-(k // 2), k // 2 + 1)),
+                intensity=None, network_def=conv, invert_in_postprocessing=True)
+    w = torch.zeros(2, k, 1, 1, 1)
+    w[1, -1], w[1, 0] = 1.0, -1.0
+    torch.save({"weight": w}, Path(folder) / "models" / "model.pt")
+    meta = json.loads((Path(folder) / "configs" / "metadata.json").read_text())
+    meta["medai"] = {"temporal_frames": k}
+    (Path(folder) / "configs" / "metadata.json").write_text(json.dumps(meta))
+    return Path(folder)
+
+
+def test_temporal_model_gets_neighbouring_frames_as_channels(tmp_path, monkeypatch):
+    """Issue 20.1: a bundle that declares temporal_frames gets frames t-1, t, t+1 as its channels
+    (wrapped around for a cycle, clamped otherwise); its labels depend on the neighbours."""
+    monkeypatch.setenv("MEDAI_HOME", str(tmp_path / "home"))
+    from MedAILib.tasks.sequences.pipeline import frame_window, segment_sequence, temporal_frames
+
+    assert frame_window(0, 5, 3, True) == [4, 0, 1] and frame_window(0, 5, 3, False) == [0, 0, 1]
+    assert frame_window(4, 5, 3, False) == [3, 4, 4]
+    k, j, i = np.mgrid[0:12, 0:20, 0:20]
+    ball = ((i - 10) ** 2 + (j - 10) ** 2 + ((k - 6) * 1.5) ** 2) <= 36
+    gains = [1.0, 2.0, 4.0, 3.0, 2.5]  # next - previous: cyclic - + + - -, clamped at the ends + + + - -
+    texture = (ball * 100.0 + 20.0 + 10.0 * np.sin(i / 3.0) * np.cos(j / 4.0) + k).astype(np.float32)  # > 0
+    seq = Sequence.from_array(np.stack([texture * g for g in gains]), np.diag([1.0, 1.0, 1.5, 1.0]))
+    bundle = _load(_temporal_bundle(tmp_path / "temporal"))
+    assert temporal_frames(bundle) == 3
+    for cyclic, rising in ((True, [0, 1, 1, 0, 0]), (False, [1, 1, 1, 0, 0])):
+        out = segment_sequence(seq, bundle, device="cpu", frames_per_batch=2, cyclic=cyclic)
+        for t, r in enumerate(rising):  # every voxel brightens or darkens with its frame's neighbours
+            assert (out.labels.frames[t].array == r).mean() > 0.99, (cyclic, t)
+        assert out.labels.metadata["temporal_frames"] == 3
+    # a declaration that does not fit the network is refused with the model named
+    bad = _temporal_bundle(tmp_path / "bad")
+    meta = json.loads((bad / "configs" / "metadata.json").read_text())
+    meta["medai"]["temporal_frames"] = 5
+    (bad / "configs" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="declares 5 temporal frames but its network takes 3"):
+        segment_sequence(seq, _load(bad), device="cpu")

@@ -10,6 +10,11 @@ the frame axis with a Gaussian (``scipy.ndimage.gaussian_filter1d``; wrapped aro
 cycle, ``cyclic``), then the most likely label is kept. This damps frame-to-frame flicker of the
 boundary without moving it systematically. Without smoothing the labels of each frame equal those
 of ``medai segment`` on that frame.
+
+Temporal models: a bundle that declares ``"medai": {"temporal_frames": K}`` (metadata.json or
+configs/medai.json; K odd) gets, for frame t, the K frames t-K//2 .. t+K//2 as its K input channels
+(through the bundle's own preprocessing, as a multi-input model gets its inputs; wrapped around for a
+cardiac cycle, clamped at the ends otherwise); its output is frame t's labels.
 """
 
 from __future__ import annotations
@@ -44,6 +49,30 @@ def label_volumes(labels: Sequence) -> dict:
     return out
 
 
+def temporal_frames(bundle) -> int:
+    """K of a bundle declaring ``medai.temporal_frames`` (frames as channels), else 1."""
+    import json
+
+    cfg = dict(bundle.metadata.get("medai", {}) or {})
+    f = bundle.path / "configs" / "medai.json"
+    if f.exists():
+        cfg.update(json.loads(f.read_text(encoding="utf-8")))
+    k = cfg.get("temporal_frames", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+        raise InputError(f"model {bundle.name} declares temporal_frames {k!r}",
+                         "it must be an odd whole number of frames (1, 3, 5 ...): fix the bundle's medai section")
+    if k > 1 and len(bundle.input_names) != k:
+        raise InputError(f"model {bundle.name} declares {k} temporal frames but its network takes "
+                         f"{len(bundle.input_names)} input channel(s)", "fix the bundle's medai.temporal_frames")
+    return k
+
+
+def frame_window(t: int, n: int, k: int, cyclic: bool) -> list:
+    """Frame indices fed to a temporal model for frame ``t`` of ``n`` (centre in the middle)."""
+    offsets = range(-(k // 2), k // 2 + 1)
+    return [(t + o) % n if cyclic else min(max(t + o, 0), n - 1) for o in offsets]
+
+
 def segment_sequence(seq: Sequence, bundle, device: str = "auto", frames_per_batch: int = 4,
                      temporal_sigma: float = 0.0, cyclic: bool = True, structures: Optional[Seq[str]] = None,
                      keep_largest: bool = False, progress: Optional[Progress] = None) -> SequenceResult:
@@ -61,7 +90,8 @@ def segment_sequence(seq: Sequence, bundle, device: str = "auto", frames_per_bat
     progress = progress or Progress()
     cancel = progress.cancel
     t0 = time.monotonic()
-    warnings = list(validate_inputs([seq.frames[0]], bundle))  # the frames share one grid and kind
+    k = temporal_frames(bundle)
+    warnings = list(validate_inputs([seq.frames[0]] * k, bundle))  # the frames share one grid and kind
     for w in warnings:
         progress.log(f"warning: {w}")
     label_infos = select_labels(bundle, structures)
@@ -76,7 +106,7 @@ def segment_sequence(seq: Sequence, bundle, device: str = "auto", frames_per_bat
         cancel.check()
         progress.stage(start / n, (idx[-1] + 0.5) / n).update(0.0, f"frames {idx[0] + 1}-{idx[-1] + 1} of {n}: "
                                                                    f"running {bundle.name} on {dev.type}")
-        datas = [to_model_space([seq.frames[t]], bundle) for t in idx]
+        datas = [to_model_space([seq.frames[f] for f in frame_window(t, n, k, cyclic)], bundle) for t in idx]
         images = torch.stack([d["image"].as_tensor() for d in datas])
         logits = run_inferer(bundle.inferer, network, images, dev, progress, cancel)
         for b, t in enumerate(idx):
@@ -113,6 +143,7 @@ def segment_sequence(seq: Sequence, bundle, device: str = "auto", frames_per_bat
     labels = Sequence.from_array(np.stack(arrays), seq.ijk_to_ras, seq.index_values, labels=label_infos,
                                  index_name=seq.index_name, index_unit=seq.index_unit)
     labels.metadata.update(model=bundle.name, temporal_sigma=float(temporal_sigma), cyclic=bool(cyclic),
+                           temporal_frames=k,
                            keep_largest=bool(keep_largest),
                            source=seq.metadata.get("source"))
     progress.stage(0.0, 1.0).update(1.0, "done")
