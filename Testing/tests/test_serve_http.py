@@ -255,3 +255,31 @@ def test_cli_segment_with_server_matches_local(server, local, env, data_dir, tmp
     p = one_shot(["segment", cases[0], "-o", tmp_path / "x.seg.nrrd", "--model", HIPPO,
                   "--server", server.url, "--token-file", bad], env)
     assert p.returncode != 0 and "refused the token" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cli_detect_with_server_matches_local(server, env, data_dir, tmp_path):
+    """`medai detect --server` (issue 17: every job command, not only segment): the shipped detector
+    on a real LIDC CT series gives the boxes of the local one-shot run (the series travels as a
+    compressed NRRD); an option naming a local file (--reference) is refused before anything is sent."""
+    from MedAILib.tasks.detection import lidc
+
+    series = lidc.series_dir(data_dir / "lidc-idri-subset", "LIDC-IDRI-0003")
+    common = ["--model", "lidc_nodule_retinanet_tiny", "--device", "cpu", "--min-score", "0", "--max-boxes", "5",
+              "--progress", "none"]
+    local, remote = tmp_path / "local.json", tmp_path / "remote.json"
+    p = one_shot(["detect", series, "-o", local, *common], env)
+    assert p.returncode == 0, p.stderr
+    p = one_shot(["detect", series, "-o", remote, *common, "--server", server.url, "--token-file", server.token_file],
+                 env)
+    assert p.returncode == 0, p.stderr
+    a, b = json.loads(local.read_text())["boxes"], json.loads(remote.read_text())["boxes"]
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b):
+        assert x["score"] == pytest.approx(y["score"], abs=1e-4)
+        assert np.allclose(x["center_ras_mm"], y["center_ras_mm"], atol=1e-2)
+        assert x["voxel_min"] == y["voxel_min"] and x["voxel_max"] == y["voxel_max"]
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps({"boxes": a}))
+    p = one_shot(["detect", series, "-o", tmp_path / "x.json", *common, "--reference", ref,
+                  "--server", server.url, "--token-file", server.token_file], env)
+    assert p.returncode != 0 and "--reference names a file on this computer" in p.stderr

@@ -28,6 +28,7 @@ ROLE_OPTIONS = {
     "segment": {"output": "--output", "preview": "--preview"},
     "classify": {"explanation": "--explain", "preview": "--preview"},
     "synthesize": {"output": "--output"},
+    "detect": {"output": "--output", "preview": "--preview"},
 }
 # Options that only concern this computer's side of the batch.
 LOCAL_ONLY = {"inputs", "output", "preview", "explain", "report", "overwrite", "resume", "progress", "server",

@@ -34,7 +34,7 @@ import json
 
 PROTOCOL = 1
 # The commands a job may run (each the same function as the one-shot `medai <command>`).
-JOB_COMMANDS = ("segment", "classify", "synthesize")
+JOB_COMMANDS = ("segment", "classify", "synthesize", "detect")
 
 IN_PREFIX, OUT_PREFIX = "@in/", "@out/"
 
