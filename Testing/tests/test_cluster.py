@@ -174,8 +174,8 @@ def test_each_worker_loads_the_model_once_and_keeps_it_for_its_next_cases(tmp_pa
 
 def test_a_worker_killed_mid_run_has_its_cases_finished_elsewhere(tmp_path, bundle, shared_cluster):
     cluster, client = shared_cluster
-    n = 6
-    inputs = _cases(tmp_path / "in", n, shape=(32, 52, 48))
+    n = 10  # enough cases, each large enough (~1 s), that a quiet machine does not finish before the kill
+    inputs = _cases(tmp_path / "in", n, shape=(56, 88, 80))
     report = tmp_path / "r.json"
     killed = {}
 
@@ -189,8 +189,8 @@ def test_a_worker_killed_mid_run_has_its_cases_finished_elsewhere(tmp_path, bund
                 for key in keys:
                     first = seen.setdefault((address, str(key)), now)
                     # one case finished (the run is under way) and this worker has held this case for
-                    # 0.5 s: it is running it now; kill the worker in the middle of that case
-                    if done and now - first > 0.5 and not killed:
+                    # 0.3 s: it is running it now; kill the worker in the middle of that case
+                    if done and now - first > 0.3 and not killed:
                         pids = client.run(os.getpid)
                         killed.update(address=address, keys=list(keys), pid=pids[address], at=time.time())
                         os.kill(pids[address], signal.SIGKILL)
