@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from MedAILib.core.atomic import atomic_output
 from MedAILib.core.volume import Volume
 from MedAILib.io import to_sitk
+from MedAILib.io.preview import save_figure
 
 
 def axial_slice(volume: Volume, point_ras: Optional[np.ndarray] = None) -> tuple:
@@ -58,11 +58,4 @@ def side_by_side_png(volumes: Sequence[Volume], titles: Sequence[str], path, sup
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
         ax.set_title(t, fontsize=9)
         ax.axis("off")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, suptitle, dpi=90, title_size=10)

@@ -166,7 +166,7 @@ def pretrain(items: list, out_dir, work_dir=None, epochs: int = 20, steps_per_ep
     from monai.losses import ContrastiveLoss
     from monai.utils import set_determinism
 
-    from MedAILib.models.checkpoints import load_checkpoint
+    from MedAILib.models.checkpoints import resume_or_start
     from MedAILib.tasks.segmentation import own_data, planning
     from MedAILib.tasks.segmentation.trainer import _lr_at, build_network
 
@@ -195,15 +195,8 @@ def pretrain(items: list, out_dir, work_dir=None, epochs: int = 20, steps_per_ep
     l1 = torch.nn.L1Loss()
     contrastive = ContrastiveLoss(temperature=0.05)
     ckpt_path, log_path = work_dir / "checkpoint.pt", work_dir / "pretrain_log.csv"
-    state = {"epoch": 0, "elapsed_s": 0.0, "commands": [], "losses": []}
-    if resume and ckpt_path.is_file():
-        ck = load_checkpoint(ckpt_path)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        state = ck["state"]
-        log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
-    elif log_path.exists():
-        log_path.unlink()
+    state, _ = resume_or_start(ckpt_path, log_path, net, opt, {"epoch": 0, "elapsed_s": 0.0, "commands": [],
+                                                                "losses": []}, resume, log)
     state["commands"].append(command)
     stopped, last_dt = "completed", None
     new_log = not log_path.exists()

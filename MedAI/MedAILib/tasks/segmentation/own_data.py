@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from MedAILib.core.errors import InputError
-from MedAILib.models.checkpoints import load_checkpoint
+from MedAILib.models.checkpoints import resume_or_start
 from MedAILib.tasks.segmentation import planning
 
 log = logging.getLogger(__name__)
@@ -238,16 +238,9 @@ def train_own(dl: dict, out_dir, work_dir=None, epochs: int = 50, seed: int = 0,
     from MedAILib.tasks.segmentation.trainer import _lr_at
 
     ckpt_path, best_path, log_path = work_dir / "checkpoint.pt", work_dir / "best_model.pt", work_dir / "train_log.csv"
-    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": -1, "best_scores": None, "elapsed_s": 0.0,
-             "commands": []}
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
-        log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
-    elif log_path.exists():
-        log_path.unlink()
+    state, _ = resume_or_start(ckpt_path, log_path, net, opt, {"epoch": 0, "best_dice": -1.0, "best_epoch": -1,
+                                                                "best_scores": None, "elapsed_s": 0.0,
+                                                                "commands": []}, resume, log)
     state["commands"].append(command)
     n_cls = len(values)
     steps = steps_per_epoch or max(1, len(tr) // batch_size)

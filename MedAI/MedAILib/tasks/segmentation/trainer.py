@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from MedAILib.models.checkpoints import load_checkpoint
+from MedAILib.models.checkpoints import resume_or_start
 
 log = logging.getLogger(__name__)
 
@@ -313,18 +313,12 @@ def train(
     ckpt_path = work_dir / "checkpoint.pt"
     best_path = work_dir / "best_model.pt"
     log_path = work_dir / "train_log.csv"
-    state = {"epoch": 0, "best_dice": -1.0, "best_epoch": -1, "best_scores": None, "elapsed_s": 0.0}
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)  # weights_only=True, numpy RNG state allowed
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state = ckpt["state"]
+    state, ckpt = resume_or_start(ckpt_path, log_path, net, opt, {"epoch": 0, "best_dice": -1.0, "best_epoch": -1,
+                                                                  "best_scores": None, "elapsed_s": 0.0}, resume, log)
+    if ckpt is not None:  # the same random stream as an uninterrupted run
         torch.set_rng_state(ckpt["torch_rng"])
         np.random.set_state(ckpt["numpy_rng"])
         random.setstate(ckpt["python_rng"])
-        log.info("resumed from %s at epoch %d", ckpt_path, state["epoch"])
-    elif log_path.exists():
-        log_path.unlink()
     # Every command that contributed to these weights (a resumed run has more than one).
     state.setdefault("commands", []).append(command)
 

@@ -12,9 +12,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from MedAILib.core.atomic import atomic_output
 from MedAILib.core.volume import Volume
-from MedAILib.io.preview import _slice_positions, _to_ras_array, _view
+from MedAILib.io.preview import _slice_positions, _to_ras_array, _view, save_figure
 
 
 def conversion_png(rows: Sequence[tuple], path, mask: Optional[np.ndarray] = None, n_slices: int = 3,
@@ -46,14 +45,7 @@ def conversion_png(rows: Sequence[tuple], path, mask: Optional[np.ndarray] = Non
                       aspect=sp[1] / sp[0], interpolation="nearest")
             ax.set_title(f"{label}, axial {pos}", fontsize=8)
             ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title, dpi=80, title_size=10)
 
 
 def preview_path(output) -> Path:
