@@ -8,7 +8,6 @@ as ``--mask`` (for the adrenal model the segment *is* what is classified); an RO
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -81,7 +80,7 @@ class ClassifyRun(EngineRun):
     def _import(self, result) -> None:
         case = self._case
         if not case:  # the report is the fallback when the event was missed
-            case = json.loads((Path(self.tempDir) / "report.json").read_text(encoding="utf-8"))["cases"][0]
+            case = nodes.read_report_row(Path(self.tempDir) / "report.json") or {}
         if case.get("status") != "ok":
             raise ValueError(case.get("error") or "the engine did not classify the input")
         self.classNames = list(case["class_names"])
