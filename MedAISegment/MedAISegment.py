@@ -420,12 +420,7 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
         run = SegmentationRun(inputVolumes, outputSegmentation, find_model(modelId, catalogue), structures, device,
                               fast, overwrite, progressCallback, logCallback, completedCallback, self.enginePrefix,
                               assumeAligned=assumeAligned, statistics=statistics, uncertainty=uncertainty)
-        run.start()
-        if wait:
-            run.wait(timeout=timeout)
-            if run.status != "done":
-                raise RuntimeError(f"Segmentation {run.status}: {run.errorText}")
-        return run
+        return run.startAndMaybeWait(wait, timeout)
 
     def processSequence(self, inputSequence, modelId, structures=None, device="auto", framesPerBatch=4,
                         temporalSmoothing=0.0, cyclic=True, keepLargest=False, wait=False, progressCallback=None,
@@ -454,12 +449,7 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
                                       cyclic=cyclic, keepLargest=keepLargest, progressCallback=progressCallback,
                                       logCallback=logCallback, completedCallback=completedCallback,
                                       enginePrefix=self.enginePrefix)
-        run.start()
-        if wait:
-            run.wait(timeout=timeout)
-            if run.status != "done":
-                raise RuntimeError(f"Sequence segmentation {run.status}: {run.errorText}")
-        return run
+        return run.startAndMaybeWait(wait, timeout)
 
     def train(self, pairs, modelId, epochs=50, timeLimitMinutes=None, initModel=None, validationPairs=(),
               outputFolder=None, extraArguments=(), wait=False, progressCallback=None, logCallback=None,
@@ -483,12 +473,7 @@ class MedAISegmentLogic(ScriptedLoadableModuleLogic):
                           validationPairs=validationPairs, outputFolder=outputFolder, extraArguments=extraArguments,
                           progressCallback=progressCallback, logCallback=logCallback,
                           completedCallback=completedCallback, enginePrefix=self.enginePrefix)
-        run.start()
-        if wait:
-            run.wait(timeout=timeout)
-            if run.status != "done":
-                raise RuntimeError(f"Training {run.status}: {run.errorText}")
-        return run
+        return run.startAndMaybeWait(wait, timeout)
 
 
 #

@@ -85,6 +85,16 @@ class EngineRun:
         self.process.wait(timeout=timeout)
         return self
 
+    def startAndMaybeWait(self, wait: bool, timeout=None) -> "EngineRun":
+        """What the Logic methods do with ``wait``: start, and when waiting, block until the end and
+        raise RuntimeError("<run name> failed|cancelled: <error>") unless it is done."""
+        self.start()
+        if wait:
+            self.wait(timeout=timeout)
+            if self.status != "done":
+                raise RuntimeError(f"{self.runName or self.subcommand} {self.status}: {self.errorText}")
+        return self
+
     def cancel(self) -> None:
         if self.process is not None:
             self.process.cancel()
